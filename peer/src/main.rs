@@ -1,0 +1,2 @@
+//! sramlink-peer: the Linux end of the ring.
+fn main() {}

@@ -1,0 +1,2 @@
+//! sramlink-ring: the shared-memory message ring.
+#![no_std]
