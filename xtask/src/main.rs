@@ -1,1 +1,118 @@
-fn main() {}
+//! `cargo xtask`: builds sramlink, boots it on QEMU (bare or under Xen) and runs the tests.
+//!
+//! Everything a newcomer needs goes through three commands:
+//!
+//! ```text
+//! cargo xtask build                 # guest Image + peer binaries into target/sramlink/
+//! cargo xtask demo [--mode xen]     # boot Xen + Linux dom0 + the guest, exchange messages
+//! cargo xtask test                  # fmt, clippy, host tests, QEMU system tests
+//! ```
+
+mod artifacts;
+mod bare;
+mod deps;
+mod dtb;
+mod paths;
+mod qemu;
+mod report;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, boot and test sramlink")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the guest Image and the peer (host and static AArch64 Linux).
+    Build,
+    /// Boot the guest and exchange messages with the peer; writes a JSON report.
+    Demo(DemoArgs),
+    /// Run every check: fmt, clippy, host tests, loom, and the QEMU system tests.
+    Test(TestArgs),
+}
+
+/// Where the demo runs.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
+pub enum Mode {
+    /// Real Xen on QEMU, Linux dom0 runs the peer, the guest is a dom0less domU.
+    Xen,
+    /// The guest alone on QEMU `virt`; the peer runs on this host over QEMU's RAM file.
+    Bare,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Boot path.
+    #[arg(long, value_enum, default_value_t = Mode::Xen)]
+    mode: Mode,
+    /// Number of round trips the peer makes (each message crosses both ways).
+    #[arg(long, default_value_t = 100_000)]
+    count: u64,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 64)]
+    size: u32,
+    /// Use this Xen binary instead of Debian's xen-hypervisor-4.17-arm64 (xen mode).
+    #[arg(long)]
+    xen: Option<PathBuf>,
+    /// Use this arm64 Linux Image for dom0 instead of Debian's (xen mode).
+    #[arg(long)]
+    dom0_kernel: Option<PathBuf>,
+    /// Let the peer busy-poll instead of backing off when idle.
+    #[arg(long)]
+    busy_poll: bool,
+}
+
+#[derive(clap::Args)]
+struct TestArgs {
+    /// Skip the Xen-on-QEMU runs (they download Debian's Xen and kernel on first use).
+    #[arg(long)]
+    no_xen: bool,
+    /// Skip every QEMU run (host checks only).
+    #[arg(long)]
+    no_qemu: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.command {
+        Command::Build => artifacts::build_all().map(|built| {
+            println!("guest Image : {}", built.guest_image.display());
+            println!("host peer   : {}", built.peer_host.display());
+            println!("dom0 peer   : {}", built.peer_aarch64.display());
+        }),
+        Command::Demo(args) => demo(args),
+        Command::Test(args) => test::run(!args.no_qemu, !args.no_qemu && !args.no_xen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(args: DemoArgs) -> Result<()> {
+    match args.mode {
+        Mode::Bare => {
+            let options = bare::DemoOptions {
+                count: args.count,
+                size: args.size,
+                busy_poll: args.busy_poll,
+            };
+            bare::demo(&options)
+        }
+        Mode::Xen => {
+            let _ = (args.xen, args.dom0_kernel);
+            anyhow::bail!("xen mode is being wired in")
+        }
+    }
+}

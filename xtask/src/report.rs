@@ -1,0 +1,163 @@
+//! Run reports: the peer's `SRAMLINK-REPORT {json}` line and the guest's `sramlink: stats:`
+//! console line, checked against each other and written as one JSON file.
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Map, Value, json};
+use std::path::PathBuf;
+
+/// The marker that starts the peer's one-line JSON report.
+pub const PEER_REPORT_MARKER: &str = "SRAMLINK-REPORT ";
+/// The guest's statistics line.
+pub const GUEST_STATS_MARKER: &str = "sramlink: stats: ";
+
+/// Finds the peer's JSON report in `text` (a console log or the peer's stdout).
+pub fn find_peer_report(text: &str) -> Option<Result<Map<String, Value>>> {
+    text.lines().rev().find_map(|line| {
+        let at = line.find(PEER_REPORT_MARKER)?;
+        let json = &line[at + PEER_REPORT_MARKER.len()..];
+        Some(
+            serde_json::from_str::<Map<String, Value>>(json.trim())
+                .with_context(|| format!("the peer's report is not a JSON object: {json}")),
+        )
+    })
+}
+
+/// Parses `sramlink: stats: received=1 sent=2 …` (anywhere in the line) into numbers.
+pub fn parse_guest_stats(line: &str) -> Option<Map<String, Value>> {
+    let at = line.find(GUEST_STATS_MARKER)?;
+    let mut stats = Map::new();
+    for field in line[at + GUEST_STATS_MARKER.len()..].split_whitespace() {
+        let (key, value) = field.split_once('=')?;
+        stats.insert(key.to_string(), json!(value.parse::<u64>().ok()?));
+    }
+    Some(stats)
+}
+
+/// Reads a counter from a JSON object, 0 when absent.
+fn counter(object: &Map<String, Value>, key: &str) -> u64 {
+    object.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Combines the peer's report with the guest's console statistics, writes
+/// `target/sramlink/reports/NAME.json`, prints a summary, and fails on any loss, corruption or
+/// protocol error, or when the two sides disagree on how many messages crossed.
+pub fn finish(
+    name: &str,
+    mut peer: Map<String, Value>,
+    guest_console: Option<Map<String, Value>>,
+    extra: Map<String, Value>,
+) -> Result<PathBuf> {
+    for (key, value) in extra {
+        peer.insert(key, value);
+    }
+    if let Some(stats) = &guest_console {
+        peer.insert("guest_console".to_string(), Value::Object(stats.clone()));
+    }
+    let dir = crate::paths::reports_dir();
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&peer)? + "\n")?;
+
+    let sent = counter(&peer, "messages_sent");
+    let received = counter(&peer, "messages_received");
+    let lost = counter(&peer, "lost");
+    let corrupted = counter(&peer, "corrupted");
+    let protocol_errors = counter(&peer, "protocol_errors");
+    println!("report {}:", path.display());
+    println!(
+        "  peer : sent {sent}, received {received}, lost {lost}, corrupted {corrupted}, protocol errors {protocol_errors}"
+    );
+    if let Some(stats) = &guest_console {
+        println!(
+            "  guest: received {}, sent {}, lost {}, corrupted {}, protocol errors {}",
+            counter(stats, "received"),
+            counter(stats, "sent"),
+            counter(stats, "lost"),
+            counter(stats, "corrupted"),
+            counter(stats, "protocol_errors")
+        );
+    }
+    if let (Some(rtt), Some(hz)) = (
+        peer.get("rtt").and_then(Value::as_object),
+        peer.get("counter_hz").and_then(Value::as_u64),
+    ) {
+        let ticks = |key: &str| rtt.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        let micros = |key: &str| ticks(key) * 1e6 / hz as f64;
+        println!(
+            "  round trip: p50 {:.0} ticks ({:.2} us), p99 {:.0} ticks ({:.2} us), max {:.0} ticks ({:.2} us) at {hz} Hz",
+            ticks("p50"),
+            micros("p50"),
+            ticks("p99"),
+            micros("p99"),
+            ticks("max"),
+            micros("max"),
+        );
+    }
+
+    if sent == 0 || received == 0 {
+        bail!(
+            "no messages crossed (sent {sent}, received {received}); see {}",
+            path.display()
+        );
+    }
+    if lost != 0 || corrupted != 0 || protocol_errors != 0 {
+        bail!(
+            "the peer saw {lost} lost, {corrupted} corrupted messages and {protocol_errors} protocol errors; see {}",
+            path.display()
+        );
+    }
+    if let Some(stats) = &guest_console {
+        let guest_bad = counter(stats, "lost")
+            + counter(stats, "corrupted")
+            + counter(stats, "protocol_errors");
+        if guest_bad != 0 {
+            bail!(
+                "the guest reported errors: {stats:?}; see {}",
+                path.display()
+            );
+        }
+        // Every message the peer sent before Stop reached the guest, and every reply the peer
+        // counted was sent by the guest (the guest also counts Stop and its Stats reply).
+        if counter(stats, "received") < sent || counter(stats, "sent") < received {
+            bail!(
+                "the two sides disagree: peer sent {sent} / received {received}, guest received {} / sent {}",
+                counter(stats, "received"),
+                counter(stats, "sent")
+            );
+        }
+    } else {
+        bail!("the guest printed no statistics line");
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_report_is_found_in_a_console_line() {
+        let log = "(XEN) noise\n[   3.1] SRAMLINK-REPORT {\"messages_sent\": 5}\nafter\n";
+        let report = find_peer_report(log).expect("found").expect("parsed");
+        assert_eq!(report["messages_sent"], json!(5));
+    }
+
+    #[test]
+    fn broken_peer_report_is_an_error() {
+        assert!(
+            find_peer_report("SRAMLINK-REPORT {oops")
+                .expect("found")
+                .is_err()
+        );
+        assert!(find_peer_report("nothing here").is_none());
+    }
+
+    #[test]
+    fn guest_stats_line_is_parsed_with_a_console_prefix() {
+        let stats = parse_guest_stats("(XEN) DOM1: sramlink: stats: received=10 sent=9 lost=0")
+            .expect("parsed");
+        assert_eq!(stats["received"], json!(10));
+        assert_eq!(stats["sent"], json!(9));
+        assert!(parse_guest_stats("sramlink: stats: received=x").is_none());
+    }
+}

@@ -1,0 +1,168 @@
+//! `cargo xtask test`: every check the project has, in one command (what CI runs).
+
+use crate::{artifacts, bare, deps, paths};
+use anyhow::{Result, bail};
+use std::process::Command;
+use std::time::Instant;
+
+/// One named check and how it ended.
+struct Outcome {
+    name: String,
+    result: Result<()>,
+    seconds: f64,
+}
+
+/// Runs a check, timing it and printing its verdict as it ends.
+fn check(outcomes: &mut Vec<Outcome>, name: &str, body: impl FnOnce() -> Result<()>) {
+    println!("==> {name}");
+    let started = Instant::now();
+    let result = body();
+    let seconds = started.elapsed().as_secs_f64();
+    match &result {
+        Ok(()) => println!("<== {name}: ok ({seconds:.1} s)"),
+        Err(error) => println!("<== {name}: FAILED ({seconds:.1} s)\n{error:#}"),
+    }
+    outcomes.push(Outcome {
+        name: name.to_string(),
+        result,
+        seconds,
+    });
+}
+
+/// `cargo ARGS…` with extra environment variables.
+fn cargo_env(args: &[&str], env: &[(&str, String)]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = Command::new(&cargo)
+        .args(args)
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+        .current_dir(paths::workspace_root())
+        .status()?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs everything; `qemu` adds the bare QEMU system tests, `xen` the Xen-on-QEMU runs.
+pub fn run(qemu: bool, xen: bool) -> Result<()> {
+    let mut outcomes = Vec::new();
+    let cargo = artifacts::cargo;
+
+    check(
+        &mut outcomes,
+        "tools: qemu-system-aarch64, dtc",
+        deps::ensure_qemu_tools,
+    );
+    check(&mut outcomes, "cargo fmt --check", || {
+        cargo(&["fmt", "--all", "--", "--check"])
+    });
+    check(&mut outcomes, "clippy (host, all targets)", || {
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    });
+    check(
+        &mut outcomes,
+        "clippy (guest and ring, aarch64-unknown-none)",
+        || {
+            cargo(&[
+                "clippy",
+                "--quiet",
+                "--package",
+                "sramlink",
+                "--package",
+                "sramlink-ring",
+                "--target",
+                artifacts::GUEST_TARGET,
+                "--",
+                "-D",
+                "warnings",
+            ])
+        },
+    );
+    check(
+        &mut outcomes,
+        "clippy (peer, aarch64-unknown-linux-musl)",
+        || {
+            cargo(&[
+                "clippy",
+                "--quiet",
+                "--package",
+                "sramlink-peer",
+                "--target",
+                artifacts::DOM0_TARGET,
+                "--",
+                "-D",
+                "warnings",
+            ])
+        },
+    );
+    check(&mut outcomes, "host tests (unit, property, stress)", || {
+        cargo(&["test", "--workspace", "--quiet"])
+    });
+    check(&mut outcomes, "loom model of the ring", || {
+        // Its own target directory: `--cfg loom` would otherwise rebuild everything twice.
+        let loom_target = paths::cargo_target_dir().join("loom");
+        cargo_env(
+            &[
+                "test",
+                "--quiet",
+                "--release",
+                "--package",
+                "sramlink-ring",
+                "--test",
+                "loom",
+            ],
+            &[
+                ("RUSTFLAGS", "--cfg loom".to_string()),
+                ("CARGO_TARGET_DIR", loom_target.display().to_string()),
+            ],
+        )
+    });
+
+    if qemu {
+        let mut built = None;
+        check(&mut outcomes, "build guest Image and peers", || {
+            built = Some(artifacts::build_all()?);
+            Ok(())
+        });
+        if let Some(built) = &built {
+            match bare::system_tests(&built.guest_image, &built.peer_host) {
+                Ok(results) => {
+                    for (name, result) in results {
+                        check(&mut outcomes, &format!("bare QEMU: {name}"), || result);
+                    }
+                }
+                Err(error) => check(&mut outcomes, "bare QEMU", || Err(error)),
+            }
+            if xen {
+                check(&mut outcomes, "Xen on QEMU", || {
+                    anyhow::bail!("not wired yet")
+                });
+            }
+        }
+    }
+
+    println!();
+    for outcome in &outcomes {
+        let verdict = if outcome.result.is_ok() {
+            "ok    "
+        } else {
+            "FAILED"
+        };
+        println!("{verdict} {:>7.1} s  {}", outcome.seconds, outcome.name);
+    }
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    let passed = outcomes.len() - failed;
+    println!("xtask test: {passed} passed, {failed} failed");
+    if failed != 0 {
+        bail!("{failed} check(s) failed");
+    }
+    Ok(())
+}
