@@ -1,2 +1,20 @@
-//! sramlink guest: host-testable logic.
+//! sramlink guest: the host-testable logic of the bare-metal kernel.
+//!
+//! The kernel binary (`src/main.rs`, `src/arch/`) does the architecture work; everything that
+//! is plain computation lives here so `cargo test -p sramlink` checks it on the host:
+//!
+//! - [`devicetree`]: what the DTB says (RAM, reserved memory, console, PSCI, shared region);
+//! - [`shared_region`]: whether the region can be used, with a precise reason when not;
+//! - [`paging`]: the translation-table builder and walker;
+//! - [`memory_map`]: which ranges the guest maps and how;
+//! - [`range`]: physical address ranges.
 #![cfg_attr(not(test), no_std)]
+
+pub mod devicetree;
+pub mod memory_map;
+pub mod paging;
+pub mod range;
+// pub mod shared_region;
+
+#[cfg(test)]
+mod fdt_writer;

@@ -1,0 +1,1075 @@
+//! Device-tree interpretation: RAM, reserved memory, console UART, PSCI conduit and shared region.
+//!
+//! The guest reads everything it needs from the flattened device tree (DTB) passed in `x0`, once,
+//! with the MMU still off, and copies it into a [`Platform`] that owns no reference into the DTB.
+//!
+//! The `fdt` crate walks the structure block; cell interpretation is done here. Every `reg` is
+//! decoded with the `#address-cells`/`#size-cells` of the node's *parent*, tracked explicitly
+//! while recursing (defaults `<2>`/`<1>` when the parent has none, as the Devicetree
+//! Specification says), and its length is checked against them: the Xen wiki's domU snippet
+//! declares `#size-cells = <0x1>` with a four-cell `reg`, which is reported, never guessed at.
+//!
+//! What is found:
+//! - RAM: every enabled node with `device_type = "memory"`, all `reg` entries.
+//! - Reserved memory: the `reg` of every enabled child of `/reserved-memory` (never used as RAM).
+//! - Console: the node named by `/chosen/stdout-path` (path or alias, options after `:` ignored)
+//!   if it is an `arm,pl011`/`arm,sbsa-uart`, else the first enabled such node.
+//! - PSCI: the `method` (`hvc`/`smc`) of the node compatible with `arm,psci*`.
+//! - Shared region: the enabled node(s) with `compatible = "mmio-sram"` anywhere in the tree;
+//!   with several, `/chosen/sramlink,region = "/path/to/node"` picks one. The boolean property
+//!   `sramlink,cacheable` on the node asks for a Normal write-back mapping.
+//!
+//! Limitation: addresses are not translated through a parent bus' non-empty `ranges`; the
+//! region's parents must map 1:1 (empty `ranges;`, as Xen's `passthrough` node has).
+
+use core::fmt;
+
+use fdt::{Fdt, node::FdtNode};
+use heapless::{String, Vec};
+
+use crate::range::PhysRange;
+
+/// Most RAM banks kept (further banks are an error, not silently dropped).
+pub const MAX_MEMORY_BANKS: usize = 8;
+/// Most `/reserved-memory` ranges kept.
+pub const MAX_RESERVED_RANGES: usize = 16;
+/// Most usable RAM ranges (RAM minus reserved memory).
+pub const MAX_USABLE_RANGES: usize = MAX_MEMORY_BANKS + MAX_RESERVED_RANGES;
+/// Most `mmio-sram` candidates remembered (more are still counted).
+pub const MAX_REGION_CANDIDATES: usize = 4;
+/// Most UART candidates remembered.
+pub const MAX_UARTS: usize = 4;
+/// Deepest node nesting walked.
+pub const MAX_DEPTH: usize = 16;
+/// Capacity of a node path.
+pub const PATH_CAPACITY: usize = 128;
+/// A node's full path, e.g. `/passthrough/sram@7f000000`.
+pub type NodePath = String<PATH_CAPACITY>;
+
+/// Magic number at offset 0 of every DTB (big-endian).
+pub const FDT_MAGIC: u32 = 0xd00d_feed;
+/// Size of the DTB header the guest checks before trusting `totalsize`.
+pub const FDT_HEADER_SIZE: usize = 40;
+/// Largest DTB accepted (the arm64 boot protocol limits it to 2 MiB).
+pub const MAX_DTB_SIZE: usize = 2 * 1024 * 1024;
+
+/// Console UART models the guest drives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum UartKind {
+    /// `arm,pl011`: a full PL011 (QEMU virt's board UART).
+    Pl011,
+    /// `arm,sbsa-uart`: the SBSA subset of the PL011 (Xen's vpl011); no baud/line control.
+    SbsaUart,
+}
+
+impl UartKind {
+    /// The `compatible` string of this model.
+    pub const fn compatible(self) -> &'static str {
+        match self {
+            UartKind::Pl011 => "arm,pl011",
+            UartKind::SbsaUart => "arm,sbsa-uart",
+        }
+    }
+}
+
+/// The console UART.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Uart {
+    /// Register window.
+    pub registers: PhysRange,
+    /// Model.
+    pub kind: UartKind,
+}
+
+/// How PSCI calls reach the firmware or hypervisor.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PsciConduit {
+    /// `hvc #0` (Xen, QEMU without EL2).
+    Hvc,
+    /// `smc #0` (QEMU with `virtualization=on`, firmware).
+    Smc,
+}
+
+impl fmt::Display for PsciConduit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PsciConduit::Hvc => "hvc",
+            PsciConduit::Smc => "smc",
+        })
+    }
+}
+
+/// The chosen `mmio-sram` node, decoded but not yet validated against the guest's memory.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RegionNode {
+    /// Where it is in the tree.
+    pub path: NodePath,
+    /// Its single `reg` entry.
+    pub range: PhysRange,
+    /// `sramlink,cacheable` is present: map Normal write-back instead of Device-nGnRE.
+    pub cacheable: bool,
+}
+
+/// `#address-cells`/`#size-cells` in effect for a node's children.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Cells {
+    /// `#address-cells`.
+    pub address: u32,
+    /// `#size-cells`.
+    pub size: u32,
+    /// Neither property was present: these are the specification's defaults.
+    pub defaulted: bool,
+}
+
+impl Cells {
+    /// The Devicetree Specification's defaults (`<2>`, `<1>`).
+    pub const DEFAULT: Cells = Cells {
+        address: 2,
+        size: 1,
+        defaulted: true,
+    };
+}
+
+/// What is wrong with a `reg` property.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RegProblem {
+    /// No `reg` property.
+    Missing,
+    /// The parent's cell counts cannot describe a 64-bit address and size.
+    UnsupportedCells(Cells),
+    /// The length is not a whole number of (address, size) entries.
+    LengthMismatch {
+        /// Length of `reg` in bytes.
+        bytes: usize,
+        /// The parent's cells.
+        cells: Cells,
+    },
+    /// More or fewer than one entry where exactly one is required.
+    EntryCount {
+        /// Entries found.
+        entries: usize,
+    },
+    /// `address + size` does not fit in 64 bits.
+    Overflow {
+        /// Address cell value.
+        address: u64,
+        /// Size cell value.
+        size: u64,
+    },
+}
+
+/// A device-tree problem the guest cannot boot with.
+#[derive(Clone, PartialEq, Debug)]
+pub enum DtError {
+    /// `x0` was zero at entry.
+    NoDeviceTree,
+    /// The header's magic is wrong: `x0` does not point at a DTB.
+    BadMagic {
+        /// Where the DTB was expected.
+        address: u64,
+        /// The big-endian word found there.
+        found: u32,
+    },
+    /// The header's `totalsize` is implausible.
+    BadSize {
+        /// Where the DTB is.
+        address: u64,
+        /// `totalsize`.
+        total_size: usize,
+    },
+    /// The `fdt` crate rejected the blob.
+    Malformed(fdt::FdtError),
+    /// No enabled `device_type = "memory"` node with a usable `reg`.
+    NoMemory,
+    /// A fixed-capacity table overflowed.
+    TooMany {
+        /// What overflowed.
+        what: &'static str,
+        /// Its capacity.
+        limit: usize,
+    },
+    /// Nodes nested deeper than [`MAX_DEPTH`].
+    TooDeep {
+        /// The node at the limit.
+        path: NodePath,
+    },
+    /// A `reg` property the guest cannot interpret.
+    Reg {
+        /// The node.
+        path: NodePath,
+        /// The problem.
+        problem: RegProblem,
+    },
+    /// No enabled `mmio-sram` node.
+    NoRegion,
+    /// Several enabled `mmio-sram` nodes and nothing to choose between them.
+    AmbiguousRegion {
+        /// How many candidates.
+        count: usize,
+        /// The first candidate.
+        first: NodePath,
+        /// The second candidate.
+        second: NodePath,
+    },
+    /// `/chosen/sramlink,region` names no enabled `mmio-sram` node.
+    ChosenRegionNotFound {
+        /// The value of `sramlink,region`.
+        path: NodePath,
+    },
+}
+
+/// The parent path of `path` (`/` for top-level nodes).
+fn parent_of(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(index) => &path[..index],
+    }
+}
+
+impl fmt::Display for DtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DtError::NoDeviceTree => write!(f, "no device tree: x0 was 0 at entry"),
+            DtError::BadMagic { address, found } => write!(
+                f,
+                "no device tree at {address:#x}: magic {found:#010x}, expected {FDT_MAGIC:#010x}"
+            ),
+            DtError::BadSize {
+                address,
+                total_size,
+            } => write!(
+                f,
+                "device tree at {address:#x} has totalsize {total_size:#x} \
+                 (must be {FDT_HEADER_SIZE:#x}..={MAX_DTB_SIZE:#x})"
+            ),
+            DtError::Malformed(error) => write!(f, "malformed device tree: {error}"),
+            DtError::NoMemory => {
+                write!(
+                    f,
+                    "device tree has no enabled node with device_type = \"memory\""
+                )
+            }
+            DtError::TooMany { what, limit } => {
+                write!(f, "device tree has more than {limit} {what}")
+            }
+            DtError::TooDeep { path } => {
+                write!(
+                    f,
+                    "device tree nests deeper than {MAX_DEPTH} levels at {path}"
+                )
+            }
+            DtError::Reg { path, problem } => {
+                let parent = parent_of(path);
+                match problem {
+                    RegProblem::Missing => write!(f, "{path} has no reg property"),
+                    RegProblem::UnsupportedCells(cells) => write!(
+                        f,
+                        "{path}: parent {parent} has #address-cells = <{}>, #size-cells = <{}>; \
+                         need 1 or 2 address cells and 1 or 2 size cells",
+                        cells.address, cells.size
+                    ),
+                    RegProblem::LengthMismatch { bytes, cells } => {
+                        let per_entry = cells.address + cells.size;
+                        write!(
+                            f,
+                            "{path}: reg is {bytes} bytes ({} cells{}), not a multiple of \
+                             {per_entry} cells per entry (parent {parent} has \
+                             #address-cells = <{}>, #size-cells = <{}>{})",
+                            bytes / 4,
+                            if bytes % 4 == 0 {
+                                ""
+                            } else {
+                                " and a partial cell"
+                            },
+                            cells.address,
+                            cells.size,
+                            if cells.defaulted {
+                                ", the defaults, as it sets neither"
+                            } else {
+                                ""
+                            }
+                        )
+                    }
+                    RegProblem::EntryCount { entries } => write!(
+                        f,
+                        "{path}: reg has {entries} (address, size) entries, expected exactly 1"
+                    ),
+                    RegProblem::Overflow { address, size } => write!(
+                        f,
+                        "{path}: reg address {address:#x} + size {size:#x} overflows 64 bits"
+                    ),
+                }
+            }
+            DtError::NoRegion => write!(
+                f,
+                "no enabled node with compatible = \"mmio-sram\" in the device tree"
+            ),
+            DtError::AmbiguousRegion {
+                count,
+                first,
+                second,
+            } => write!(
+                f,
+                "{count} enabled mmio-sram nodes ({first}, {second}{}) and no \
+                 /chosen/sramlink,region to choose one",
+                if *count > 2 { ", ..." } else { "" }
+            ),
+            DtError::ChosenRegionNotFound { path } => write!(
+                f,
+                "/chosen/sramlink,region = \"{path}\" names no enabled mmio-sram node"
+            ),
+        }
+    }
+}
+
+/// Checks the header at the start of a DTB found at `address` and returns its `totalsize`, the
+/// number of bytes that may then be read.
+pub fn dtb_total_size(address: u64, header: &[u8; FDT_HEADER_SIZE]) -> Result<usize, DtError> {
+    let word = |offset: usize| {
+        u32::from_be_bytes([
+            header[offset],
+            header[offset + 1],
+            header[offset + 2],
+            header[offset + 3],
+        ])
+    };
+    let magic = word(0);
+    if magic != FDT_MAGIC {
+        return Err(DtError::BadMagic {
+            address,
+            found: magic,
+        });
+    }
+    let total_size = word(4) as usize;
+    if !(FDT_HEADER_SIZE..=MAX_DTB_SIZE).contains(&total_size) {
+        return Err(DtError::BadSize {
+            address,
+            total_size,
+        });
+    }
+    Ok(total_size)
+}
+
+/// Everything the guest takes from the device tree.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Platform {
+    /// RAM banks, in tree order.
+    pub memory: Vec<PhysRange, MAX_MEMORY_BANKS>,
+    /// `/reserved-memory` ranges, in tree order.
+    pub reserved: Vec<PhysRange, MAX_RESERVED_RANGES>,
+    /// The console UART, if the tree describes one.
+    pub console: Option<Uart>,
+    /// The PSCI conduit, if the tree has a PSCI node with a known `method`.
+    pub psci: Option<PsciConduit>,
+    /// The shared-region node, or why there is none to use.
+    pub region: Result<RegionNode, DtError>,
+}
+
+impl Platform {
+    /// RAM the guest may treat as its own: every bank minus every reserved range, in order.
+    pub fn usable_memory(&self) -> Vec<PhysRange, MAX_USABLE_RANGES> {
+        let mut usable: Vec<PhysRange, MAX_USABLE_RANGES> = self.memory.iter().copied().collect();
+        for hole in &self.reserved {
+            let mut next: Vec<PhysRange, MAX_USABLE_RANGES> = Vec::new();
+            for range in &usable {
+                let (below, above) = range.subtract(hole);
+                // Each hole splits at most one range in two (holes are removed one at a time
+                // from disjoint pieces), and the capacity is banks + holes.
+                for piece in [below, above].into_iter().flatten() {
+                    if !piece.is_empty() {
+                        let _ = next.push(piece);
+                    }
+                }
+            }
+            usable = next;
+        }
+        usable
+    }
+}
+
+/// Properties of a node the walk cares about.
+struct NodeInfo<'a> {
+    status_ok: bool,
+    compatible: &'a [u8],
+    device_type: Option<&'a str>,
+    reg: Option<&'a [u8]>,
+    cells: Cells,
+    method: Option<&'a str>,
+    cacheable: bool,
+}
+
+impl<'a> NodeInfo<'a> {
+    fn read(node: FdtNode<'_, 'a>) -> Self {
+        let mut info = NodeInfo {
+            status_ok: true,
+            compatible: &[],
+            device_type: None,
+            reg: None,
+            cells: Cells::DEFAULT,
+            method: None,
+            cacheable: false,
+        };
+        let mut address_cells = None;
+        let mut size_cells = None;
+        for property in node.properties() {
+            match property.name {
+                "status" => info.status_ok = matches!(property.as_str(), Some("okay") | Some("ok")),
+                "compatible" => info.compatible = property.value,
+                "device_type" => info.device_type = property.as_str(),
+                "reg" => info.reg = Some(property.value),
+                "#address-cells" => address_cells = be_u32(property.value),
+                "#size-cells" => size_cells = be_u32(property.value),
+                "method" => info.method = property.as_str(),
+                "sramlink,cacheable" => info.cacheable = true,
+                _ => {}
+            }
+        }
+        if address_cells.is_some() || size_cells.is_some() {
+            info.cells = Cells {
+                address: address_cells.unwrap_or(Cells::DEFAULT.address),
+                size: size_cells.unwrap_or(Cells::DEFAULT.size),
+                defaulted: false,
+            };
+        }
+        info
+    }
+
+    fn is_compatible(&self, name: &str) -> bool {
+        self.compatible
+            .split(|byte| *byte == 0)
+            .any(|entry| entry == name.as_bytes())
+    }
+
+    fn is_compatible_prefix(&self, prefix: &str) -> bool {
+        self.compatible
+            .split(|byte| *byte == 0)
+            .any(|entry| entry.starts_with(prefix.as_bytes()))
+    }
+}
+
+fn be_u32(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?))
+}
+
+/// Reads one big-endian number of `cells` cells (at most 2) from the front of `bytes`.
+fn read_cells(bytes: &[u8], cells: u32) -> u64 {
+    bytes[..cells as usize * 4]
+        .iter()
+        .fold(0, |value, byte| (value << 8) | u64::from(*byte))
+}
+
+/// Decodes a `reg` property with the parent's `cells` into (address, size) pairs.
+pub fn decode_reg(
+    reg: &[u8],
+    cells: Cells,
+) -> Result<impl Iterator<Item = Result<PhysRange, RegProblem>> + '_, RegProblem> {
+    if !(1..=2).contains(&cells.address) || !(1..=2).contains(&cells.size) {
+        return Err(RegProblem::UnsupportedCells(cells));
+    }
+    let entry_bytes = (cells.address + cells.size) as usize * 4;
+    if reg.is_empty() || reg.len() % entry_bytes != 0 {
+        return Err(RegProblem::LengthMismatch {
+            bytes: reg.len(),
+            cells,
+        });
+    }
+    Ok(reg.chunks_exact(entry_bytes).map(move |entry| {
+        let (address_bytes, size_bytes) = entry.split_at(cells.address as usize * 4);
+        let address = read_cells(address_bytes, cells.address);
+        let size = read_cells(size_bytes, cells.size);
+        PhysRange::from_base_size(address, size).ok_or(RegProblem::Overflow { address, size })
+    }))
+}
+
+/// Decodes a `reg` that must hold exactly one entry.
+fn decode_single_reg(reg: Option<&[u8]>, cells: Cells) -> Result<PhysRange, RegProblem> {
+    let mut entries = decode_reg(reg.ok_or(RegProblem::Missing)?, cells)?;
+    let first = entries
+        .next()
+        .ok_or(RegProblem::EntryCount { entries: 0 })?;
+    let rest = entries.count();
+    if rest != 0 {
+        return Err(RegProblem::EntryCount { entries: rest + 1 });
+    }
+    first
+}
+
+struct RegionCandidate {
+    path: NodePath,
+    reg: Result<PhysRange, RegProblem>,
+    cacheable: bool,
+}
+
+struct UartCandidate {
+    path: NodePath,
+    uart: Uart,
+}
+
+/// Accumulates what the walk finds.
+struct Discovery<'a> {
+    memory: Vec<PhysRange, MAX_MEMORY_BANKS>,
+    reserved: Vec<PhysRange, MAX_RESERVED_RANGES>,
+    uarts: Vec<UartCandidate, MAX_UARTS>,
+    psci: Option<PsciConduit>,
+    regions: Vec<RegionCandidate, MAX_REGION_CANDIDATES>,
+    region_count: usize,
+    stdout_path: Option<&'a str>,
+    chosen_region: Option<&'a str>,
+}
+
+fn child_path(parent: &str, name: &str) -> NodePath {
+    let mut path = NodePath::new();
+    // A path longer than PATH_CAPACITY is truncated; it is only used in messages and compared
+    // with `stdout-path`/`sramlink,region`, which are then equally unmatchable.
+    if parent != "/" {
+        let _ = path.push_str(parent);
+    }
+    let _ = path.push('/');
+    let _ = path.push_str(name);
+    path
+}
+
+impl<'a> Discovery<'a> {
+    fn visit(
+        &mut self,
+        node: FdtNode<'_, 'a>,
+        path: &str,
+        parent_cells: Cells,
+        depth: usize,
+    ) -> Result<(), DtError> {
+        if depth > MAX_DEPTH {
+            return Err(DtError::TooDeep {
+                path: truncated_path(path),
+            });
+        }
+        let info = NodeInfo::read(node);
+        if !info.status_ok {
+            // A disabled node disables its whole subtree.
+            return Ok(());
+        }
+        let path_owned = truncated_path(path);
+        let reg_error_here = |problem| DtError::Reg {
+            path: path_owned.clone(),
+            problem,
+        };
+
+        if path == "/chosen" {
+            for property in node.properties() {
+                match property.name {
+                    "stdout-path" | "linux,stdout-path" if self.stdout_path.is_none() => {
+                        self.stdout_path = property.as_str()
+                    }
+                    "sramlink,region" => self.chosen_region = property.as_str(),
+                    _ => {}
+                }
+            }
+        }
+        if info.device_type == Some("memory") && depth == 1 {
+            let entries = decode_reg(
+                info.reg
+                    .ok_or_else(|| reg_error_here(RegProblem::Missing))?,
+                parent_cells,
+            )
+            .map_err(reg_error_here)?;
+            for entry in entries {
+                let bank = entry.map_err(reg_error_here)?;
+                if !bank.is_empty() {
+                    self.memory.push(bank).map_err(|_| DtError::TooMany {
+                        what: "RAM banks",
+                        limit: MAX_MEMORY_BANKS,
+                    })?;
+                }
+            }
+        }
+        if parent_of(path) == "/reserved-memory" && depth == 2 {
+            // A reserved-memory child without reg is a dynamic allocation request: nothing fixed.
+            if let Some(reg) = info.reg {
+                for entry in decode_reg(reg, parent_cells).map_err(reg_error_here)? {
+                    let range = entry.map_err(reg_error_here)?;
+                    self.reserved.push(range).map_err(|_| DtError::TooMany {
+                        what: "reserved-memory ranges",
+                        limit: MAX_RESERVED_RANGES,
+                    })?;
+                }
+            }
+        }
+        for kind in [UartKind::Pl011, UartKind::SbsaUart] {
+            if info.is_compatible(kind.compatible()) {
+                // A UART whose reg cannot be decoded is skipped: it cannot be the console.
+                if let Ok(registers) = decode_reg(info.reg.unwrap_or(&[]), parent_cells)
+                    .map_err(|_| ())
+                    .and_then(|mut entries| {
+                        entries.next().ok_or(()).and_then(|e| e.map_err(|_| ()))
+                    })
+                {
+                    let _ = self.uarts.push(UartCandidate {
+                        path: path_owned.clone(),
+                        uart: Uart { registers, kind },
+                    });
+                }
+                break;
+            }
+        }
+        if info.is_compatible_prefix("arm,psci") && self.psci.is_none() {
+            self.psci = match info.method {
+                Some("hvc") => Some(PsciConduit::Hvc),
+                Some("smc") => Some(PsciConduit::Smc),
+                _ => None,
+            };
+        }
+        if info.is_compatible("mmio-sram") {
+            self.region_count += 1;
+            let _ = self.regions.push(RegionCandidate {
+                path: path_owned.clone(),
+                reg: decode_single_reg(info.reg, parent_cells),
+                cacheable: info.cacheable,
+            });
+        }
+
+        for child in node.children() {
+            let path = child_path(path, child.name);
+            self.visit(child, &path, info.cells, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    fn console(&self, fdt: &Fdt<'a>) -> Option<Uart> {
+        let by_stdout = self.stdout_path.and_then(|stdout| {
+            let target = stdout.split(':').next().unwrap_or(stdout);
+            let target = if target.starts_with('/') {
+                target
+            } else {
+                fdt.find_node("/aliases")?.property(target)?.as_str()?
+            };
+            self.uarts
+                .iter()
+                .find(|candidate| candidate.path == target)
+                .or_else(|| {
+                    // `stdout-path` may leave out unit addresses, as `find_node` allows.
+                    self.uarts
+                        .iter()
+                        .find(|candidate| path_matches_loosely(&candidate.path, target))
+                })
+        });
+        by_stdout
+            .or_else(|| self.uarts.first())
+            .map(|candidate| candidate.uart)
+    }
+
+    fn region(&self) -> Result<RegionNode, DtError> {
+        let chosen = match (self.regions.as_slice(), self.chosen_region) {
+            ([], _) => return Err(DtError::NoRegion),
+            (_, Some(wanted)) => self
+                .regions
+                .iter()
+                .find(|candidate| candidate.path == wanted)
+                .ok_or_else(|| DtError::ChosenRegionNotFound {
+                    path: truncated_path(wanted),
+                })?,
+            // Capacity is at least 2, so one stored candidate means exactly one exists.
+            ([only], None) => only,
+            ([first, second, ..], None) => {
+                return Err(DtError::AmbiguousRegion {
+                    count: self.region_count,
+                    first: first.path.clone(),
+                    second: second.path.clone(),
+                });
+            }
+        };
+        let range = chosen.reg.map_err(|problem| DtError::Reg {
+            path: chosen.path.clone(),
+            problem,
+        })?;
+        Ok(RegionNode {
+            path: chosen.path.clone(),
+            range,
+            cacheable: chosen.cacheable,
+        })
+    }
+}
+
+fn truncated_path(path: &str) -> NodePath {
+    let mut owned = NodePath::new();
+    for character in path.chars() {
+        if owned.push(character).is_err() {
+            break;
+        }
+    }
+    owned
+}
+
+/// `/a@1/b@2` matches `/a/b`: components compared without unit addresses where `target` omits them.
+fn path_matches_loosely(path: &str, target: &str) -> bool {
+    let mut path_parts = path.split('/');
+    let mut target_parts = target.split('/');
+    loop {
+        match (path_parts.next(), target_parts.next()) {
+            (None, None) => return true,
+            (Some(have), Some(want)) => {
+                let have_base = have.split('@').next().unwrap_or(have);
+                if have != want && (want.contains('@') || have_base != want) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Interprets a DTB (already length-checked with [`dtb_total_size`]).
+pub fn discover(dtb: &[u8]) -> Result<Platform, DtError> {
+    let fdt = Fdt::new(dtb).map_err(DtError::Malformed)?;
+    let root = fdt
+        .find_node("/")
+        .ok_or(DtError::Malformed(fdt::FdtError::BadPtr))?;
+    let mut discovery = Discovery {
+        memory: Vec::new(),
+        reserved: Vec::new(),
+        uarts: Vec::new(),
+        psci: None,
+        regions: Vec::new(),
+        region_count: 0,
+        stdout_path: None,
+        chosen_region: None,
+    };
+    // The root's own reg (none) would use the defaults; its children use its cells.
+    discovery.visit(root, "/", Cells::DEFAULT, 0)?;
+    if discovery.memory.is_empty() {
+        return Err(DtError::NoMemory);
+    }
+    Ok(Platform {
+        console: discovery.console(&fdt),
+        region: discovery.region(),
+        memory: discovery.memory,
+        reserved: discovery.reserved,
+        psci: discovery.psci,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::string::ToString;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::fdt_writer::{FdtWriter, fixture};
+
+    fn range(start: u64, end: u64) -> PhysRange {
+        PhysRange::new(start, end).unwrap()
+    }
+
+    /// A domU-like tree as Xen builds it: root cells 2/2, vpl011, PSCI, one RAM bank.
+    fn guest_tree(body: impl FnOnce(&mut FdtWriter)) -> Vec<u8> {
+        let mut writer = FdtWriter::new();
+        writer
+            .begin("")
+            .cells("#address-cells", &[2])
+            .cells("#size-cells", &[2]);
+        writer.begin("chosen").end();
+        writer
+            .begin("memory@40000000")
+            .string("device_type", "memory");
+        writer.cells("reg", &[0, 0x4000_0000, 0, 0x1000_0000]).end();
+        writer
+            .begin("psci")
+            .strings("compatible", &["arm,psci-1.0", "arm,psci-0.2"]);
+        writer.string("method", "hvc").end();
+        writer
+            .begin("sbsa-uart@22000000")
+            .string("compatible", "arm,sbsa-uart");
+        writer.cells("reg", &[0, 0x2200_0000, 0, 0x1000]).end();
+        body(&mut writer);
+        writer.end();
+        writer.finish()
+    }
+
+    fn passthrough(writer: &mut FdtWriter, size_cells: u32, reg: &[u32]) {
+        writer
+            .begin("passthrough")
+            .string("compatible", "simple-bus")
+            .property("ranges", &[]);
+        writer
+            .cells("#address-cells", &[2])
+            .cells("#size-cells", &[size_cells]);
+        writer
+            .begin("sram@7f000000")
+            .string("compatible", "mmio-sram")
+            .cells("reg", reg)
+            .end();
+        writer.end();
+    }
+
+    fn header(blob: &[u8]) -> [u8; FDT_HEADER_SIZE] {
+        blob[..FDT_HEADER_SIZE].try_into().unwrap()
+    }
+
+    #[test]
+    fn qemu_virt_fixture_gives_ram_console_psci_and_region() {
+        let blob = std::fs::read(fixture("qemu-virt-sram.dtb")).unwrap();
+        assert_eq!(dtb_total_size(0x4800_0000, &header(&blob)), Ok(blob.len()));
+        let platform = discover(&blob).unwrap();
+        assert_eq!(
+            platform.memory.as_slice(),
+            &[range(0x4000_0000, 0x8000_0000)]
+        );
+        assert_eq!(
+            platform.reserved.as_slice(),
+            &[range(0x7f00_0000, 0x8000_0000)]
+        );
+        assert_eq!(
+            platform.usable_memory().as_slice(),
+            &[range(0x4000_0000, 0x7f00_0000)]
+        );
+        assert_eq!(
+            platform.console,
+            Some(Uart {
+                registers: range(0x0900_0000, 0x0900_1000),
+                kind: UartKind::Pl011
+            })
+        );
+        assert_eq!(platform.psci, Some(PsciConduit::Hvc));
+        let region = platform.region.unwrap();
+        assert_eq!(region.path, "/sram@7f000000");
+        assert_eq!(region.range, range(0x7f00_0000, 0x8000_0000));
+        assert!(!region.cacheable);
+    }
+
+    #[test]
+    fn nested_region_uses_its_parents_cells_not_the_roots() {
+        // Root says 2/2 (16-byte entries); the parent says 2/1, so a 12-byte reg is right.
+        let blob = guest_tree(|writer| passthrough(writer, 1, &[0, 0x7f00_0000, 0x100_0000]));
+        let region = discover(&blob).unwrap().region.unwrap();
+        assert_eq!(region.path, "/passthrough/sram@7f000000");
+        assert_eq!(region.range, range(0x7f00_0000, 0x8000_0000));
+    }
+
+    #[test]
+    fn seed_snippet_cell_mismatch_is_reported_with_the_numbers() {
+        let blob = guest_tree(|writer| passthrough(writer, 1, &[0, 0x7f00_0000, 0, 0x100_0000]));
+        let error = discover(&blob).unwrap().region.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "/passthrough/sram@7f000000: reg is 16 bytes (4 cells), not a multiple of 3 cells \
+             per entry (parent /passthrough has #address-cells = <2>, #size-cells = <1>)"
+        );
+    }
+
+    #[test]
+    fn parent_without_cell_properties_uses_the_defaults_and_says_so() {
+        let blob = guest_tree(|writer| {
+            writer
+                .begin("bus")
+                .begin("sram@0")
+                .string("compatible", "mmio-sram");
+            writer
+                .cells("reg", &[0, 0x7f00_0000, 0, 0x100_0000])
+                .end()
+                .end();
+        });
+        let message = discover(&blob).unwrap().region.unwrap_err().to_string();
+        assert!(
+            message.contains("the defaults, as it sets neither"),
+            "{message}"
+        );
+        assert!(
+            message.starts_with("/bus/sram@0: reg is 16 bytes (4 cells)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unsupported_cells_and_entry_counts_are_errors() {
+        let blob = guest_tree(|writer| {
+            writer
+                .begin("pci")
+                .cells("#address-cells", &[3])
+                .cells("#size-cells", &[2]);
+            writer.begin("sram@0").string("compatible", "mmio-sram");
+            writer.cells("reg", &[0, 0, 0, 0, 0x1000]).end().end();
+        });
+        let error = discover(&blob).unwrap().region.unwrap_err();
+        assert!(matches!(
+            error,
+            DtError::Reg {
+                problem: RegProblem::UnsupportedCells(_),
+                ..
+            }
+        ));
+
+        let blob = guest_tree(|writer| {
+            writer
+                .begin("sram@7f000000")
+                .string("compatible", "mmio-sram");
+            writer
+                .cells(
+                    "reg",
+                    &[0, 0x7f00_0000, 0, 0x1000, 0, 0x7f10_0000, 0, 0x1000],
+                )
+                .end();
+        });
+        let message = discover(&blob).unwrap().region.unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "/sram@7f000000: reg has 2 (address, size) entries, expected exactly 1"
+        );
+    }
+
+    #[test]
+    fn cacheable_property_is_seen() {
+        let blob = guest_tree(|writer| {
+            writer
+                .begin("sram@7f000000")
+                .string("compatible", "mmio-sram");
+            writer
+                .cells("reg", &[0, 0x7f00_0000, 0, 0x100_0000])
+                .property("sramlink,cacheable", &[]);
+            writer.end();
+        });
+        assert!(discover(&blob).unwrap().region.unwrap().cacheable);
+    }
+
+    #[test]
+    fn missing_region_is_reported_and_the_rest_still_found() {
+        let platform = discover(&guest_tree(|_| {})).unwrap();
+        assert_eq!(platform.region, Err(DtError::NoRegion));
+        assert_eq!(platform.console.unwrap().kind, UartKind::SbsaUart);
+        assert_eq!(platform.psci, Some(PsciConduit::Hvc));
+    }
+
+    fn two_regions(writer: &mut FdtWriter) {
+        for (name, base) in [
+            ("sram@70000000", 0x7000_0000),
+            ("sram@7f000000", 0x7f00_0000),
+        ] {
+            writer.begin(name).string("compatible", "mmio-sram");
+            writer.cells("reg", &[0, base, 0, 0x100_0000]).end();
+        }
+        writer
+            .begin("sram@60000000")
+            .string("compatible", "mmio-sram")
+            .string("status", "disabled");
+        writer.cells("reg", &[0, 0x6000_0000, 0, 0x100_0000]).end();
+    }
+
+    #[test]
+    fn two_candidates_without_a_choice_are_ambiguous() {
+        let error = discover(&guest_tree(two_regions))
+            .unwrap()
+            .region
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "2 enabled mmio-sram nodes (/sram@70000000, /sram@7f000000) and no \
+             /chosen/sramlink,region to choose one"
+        );
+    }
+
+    #[test]
+    fn chosen_property_picks_one_candidate() {
+        let mut writer = FdtWriter::new();
+        writer
+            .begin("")
+            .cells("#address-cells", &[2])
+            .cells("#size-cells", &[2]);
+        writer
+            .begin("chosen")
+            .string("sramlink,region", "/sram@7f000000")
+            .end();
+        writer.begin("memory").string("device_type", "memory");
+        writer.cells("reg", &[0, 0x4000_0000, 0, 0x1000_0000]).end();
+        two_regions(&mut writer);
+        writer.end();
+        let region = discover(&writer.finish()).unwrap().region.unwrap();
+        assert_eq!(region.range.start(), 0x7f00_0000);
+
+        let mut writer = FdtWriter::new();
+        writer
+            .begin("")
+            .begin("chosen")
+            .string("sramlink,region", "/sram@60000000")
+            .end();
+        writer.begin("memory").string("device_type", "memory");
+        writer.cells("reg", &[0, 0x4000_0000, 0x1000_0000]).end();
+        two_regions(&mut writer);
+        writer.end();
+        let error = discover(&writer.finish()).unwrap().region.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "/chosen/sramlink,region = \"/sram@60000000\" names no enabled mmio-sram node"
+        );
+    }
+
+    #[test]
+    fn stdout_path_alias_with_options_selects_the_console() {
+        let mut writer = FdtWriter::new();
+        writer
+            .begin("")
+            .cells("#address-cells", &[1])
+            .cells("#size-cells", &[1]);
+        writer
+            .begin("aliases")
+            .string("serial1", "/soc/serial@2000")
+            .end();
+        writer
+            .begin("chosen")
+            .string("stdout-path", "serial1:115200n8")
+            .end();
+        writer
+            .begin("memory@80000000")
+            .string("device_type", "memory");
+        writer
+            .cells("reg", &[0x8000_0000, 0x1000_0000, 0xa000_0000, 0x1000_0000])
+            .end();
+        writer
+            .begin("soc")
+            .cells("#address-cells", &[1])
+            .cells("#size-cells", &[1]);
+        for base in [0x1000u32, 0x2000] {
+            writer.begin(&std::format!("serial@{base:x}"));
+            writer
+                .strings("compatible", &["arm,pl011", "arm,primecell"])
+                .cells("reg", &[base, 0x1000]);
+            writer.end();
+        }
+        writer.end().end();
+        let platform = discover(&writer.finish()).unwrap();
+        assert_eq!(platform.console.unwrap().registers, range(0x2000, 0x3000));
+        assert_eq!(platform.memory.len(), 2);
+        assert_eq!(platform.psci, None);
+    }
+
+    #[test]
+    fn bad_blobs_are_rejected_precisely() {
+        let mut blob = guest_tree(|_| {});
+        blob[0] = 0xde;
+        assert_eq!(
+            dtb_total_size(0x4800_0000, &header(&blob))
+                .unwrap_err()
+                .to_string(),
+            "no device tree at 0x48000000: magic 0xde0dfeed, expected 0xd00dfeed"
+        );
+        let mut blob = guest_tree(|_| {});
+        blob[4..8].copy_from_slice(&0x1000_0000u32.to_be_bytes());
+        assert!(matches!(
+            dtb_total_size(0, &header(&blob)),
+            Err(DtError::BadSize { .. })
+        ));
+        let mut writer = FdtWriter::new();
+        writer.begin("").begin("chosen").end().end();
+        assert_eq!(discover(&writer.finish()), Err(DtError::NoMemory));
+    }
+
+    #[test]
+    fn loose_path_matching_ignores_only_omitted_unit_addresses() {
+        assert!(path_matches_loosely("/soc/serial@2000", "/soc/serial"));
+        assert!(path_matches_loosely(
+            "/soc@0/serial@2000",
+            "/soc/serial@2000"
+        ));
+        assert!(!path_matches_loosely(
+            "/soc/serial@2000",
+            "/soc/serial@1000"
+        ));
+        assert!(!path_matches_loosely("/soc/serial@2000", "/soc"));
+    }
+}
