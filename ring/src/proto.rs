@@ -1,0 +1,487 @@
+//! The demo application protocol carried by the ring: echo, one-way data streams, stop/stats.
+//!
+//! Every ring message is a 24-byte little-endian [`Header`] followed by `payload_len` payload
+//! bytes:
+//!
+//! | offset | field         | meaning                                         |
+//! |--------|---------------|-------------------------------------------------|
+//! | 0      | `op: u32`     | [`Op`]                                          |
+//! | 4      | `payload_len` | bytes after the header (= message length - 24)  |
+//! | 8      | `seq: u64`    | sequence number, per direction and per op       |
+//! | 16     | `checksum`    | CRC-32/IEEE of the payload ([`checksum`])       |
+//! | 20     | `reserved`    | 0                                               |
+//!
+//! Payloads of [`Op::EchoRequest`], [`Op::EchoReply`] and [`Op::Data`] are the pattern
+//! [`pattern_word`] of their `seq`, so a receiver checks both the checksum and the bytes.
+
+use crate::error::SendError;
+use crate::memory::SharedMemory;
+use crate::ring::{ReadSlot, WriteSlot};
+
+/// Size of the message header.
+pub const HEADER_LEN: usize = 24;
+/// Payload size of [`Op::StreamRequest`].
+pub const STREAM_REQUEST_LEN: usize = 16;
+/// Payload size of [`Op::Stats`].
+pub const STATS_LEN: usize = 40;
+/// Size of the stack buffer used to move payloads in pieces.
+const CHUNK: usize = 256;
+
+/// Message operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Op {
+    /// Peer → guest: answer with [`Op::EchoReply`], same `seq` and payload.
+    EchoRequest = 1,
+    /// Guest → peer: the answer to an [`Op::EchoRequest`].
+    EchoReply = 2,
+    /// Either direction: one message of a one-way stream.
+    Data = 3,
+    /// Peer → guest: payload [`StreamRequest`]; the guest sends `count` [`Op::Data`]
+    /// messages of `size` payload bytes, `seq` 0..count.
+    StreamRequest = 4,
+    /// Peer → guest: send [`Op::Stats`] and stop.
+    Stop = 5,
+    /// Guest → peer: payload [`Stats`], the guest's counters.
+    Stats = 6,
+}
+
+impl Op {
+    /// Decodes an op number.
+    pub fn from_u32(value: u32) -> Option<Op> {
+        Some(match value {
+            1 => Op::EchoRequest,
+            2 => Op::EchoReply,
+            3 => Op::Data,
+            4 => Op::StreamRequest,
+            5 => Op::Stop,
+            6 => Op::Stats,
+            _ => return None,
+        })
+    }
+}
+
+/// The 24-byte message header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// [`Op`] as a number (kept raw so that unknown ops can be reported).
+    pub op: u32,
+    /// Payload bytes after the header.
+    pub payload_len: u32,
+    /// Sequence number.
+    pub seq: u64,
+    /// CRC-32/IEEE of the payload.
+    pub checksum: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+impl Header {
+    /// A header for `op` with `payload`'s length and checksum.
+    pub fn for_payload(op: Op, seq: u64, payload: &[u8]) -> Header {
+        Header {
+            op: op as u32,
+            payload_len: payload.len() as u32,
+            seq,
+            checksum: checksum(payload),
+            reserved: 0,
+        }
+    }
+
+    /// The little-endian encoding.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut bytes = [0; HEADER_LEN];
+        bytes[0..4].copy_from_slice(&self.op.to_le_bytes());
+        bytes[4..8].copy_from_slice(&self.payload_len.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.seq.to_le_bytes());
+        bytes[16..20].copy_from_slice(&self.checksum.to_le_bytes());
+        bytes[20..24].copy_from_slice(&self.reserved.to_le_bytes());
+        bytes
+    }
+
+    /// Decodes the first [`HEADER_LEN`] bytes of `bytes`; `None` if there are fewer.
+    pub fn decode(bytes: &[u8]) -> Option<Header> {
+        let bytes: &[u8; HEADER_LEN] = bytes.get(..HEADER_LEN)?.try_into().ok()?;
+        Some(Header {
+            op: u32_at(bytes, 0),
+            payload_len: u32_at(bytes, 4),
+            seq: u64_at(bytes, 8),
+            checksum: u32_at(bytes, 16),
+            reserved: u32_at(bytes, 20),
+        })
+    }
+
+    /// The op, if known.
+    pub fn op(&self) -> Option<Op> {
+        Op::from_u32(self.op)
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from(u32_at(bytes, at)) | (u64::from(u32_at(bytes, at + 4)) << 32)
+}
+
+/// CRC-32/IEEE (polynomial 0x04C11DB7 reflected, init and final xor 0xFFFFFFFF), as zlib
+/// and `crc32fast` compute it: `checksum(b"123456789") == 0xCBF43926`.
+pub fn checksum(payload: &[u8]) -> u32 {
+    crc32fast::hash(payload)
+}
+
+/// Word `index` of the payload pattern of message `seq`:
+/// `seq * 0x9E3779B97F4A7C15 + (index + 1) * 0xD6E8FEB86659FD93 (mod 2^64)`.
+/// Payload byte `i` is byte `i % 8` (little-endian) of word `i / 8`.
+pub fn pattern_word(seq: u64, index: u64) -> u64 {
+    seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(index.wrapping_add(1).wrapping_mul(0xD6E8_FEB8_6659_FD93))
+}
+
+/// Fills `buf` with payload bytes `offset..offset + buf.len()` of message `seq`'s pattern.
+pub fn fill_payload_at(seq: u64, offset: usize, buf: &mut [u8]) {
+    for (position, byte) in (offset..).zip(buf.iter_mut()) {
+        *byte = pattern_word(seq, (position / 8) as u64).to_le_bytes()[position % 8];
+    }
+}
+
+/// Fills `buf` with the payload pattern of message `seq` (from payload byte 0).
+pub fn fill_payload(seq: u64, buf: &mut [u8]) {
+    let mut words = buf.chunks_exact_mut(8);
+    for (index, word) in (0u64..).zip(&mut words) {
+        word.copy_from_slice(&pattern_word(seq, index).to_le_bytes());
+    }
+    let done = buf.len() & !7;
+    fill_payload_at(seq, done, &mut buf[done..]);
+}
+
+/// Whether `chunk` equals payload bytes `offset..offset + chunk.len()` of `seq`'s pattern.
+pub fn check_payload_at(seq: u64, offset: usize, chunk: &[u8]) -> bool {
+    (offset..).zip(chunk).all(|(position, byte)| {
+        *byte == pattern_word(seq, (position / 8) as u64).to_le_bytes()[position % 8]
+    })
+}
+
+/// Whether `payload` is exactly the pattern of message `seq`.
+pub fn check_payload(seq: u64, payload: &[u8]) -> bool {
+    check_payload_at(seq, 0, payload)
+}
+
+/// CRC-32 of the `len`-byte pattern payload of `seq`, without a buffer of that size.
+pub fn pattern_checksum(seq: u64, len: usize) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut chunk = [0u8; CHUNK];
+    let mut offset = 0;
+    while offset < len {
+        let count = CHUNK.min(len - offset);
+        fill_payload_at(seq, offset, &mut chunk[..count]);
+        hasher.update(&chunk[..count]);
+        offset += count;
+    }
+    hasher.finalize()
+}
+
+/// Writes a pattern message (`op`, `seq`, `size` pattern bytes) into `slot`, which must have
+/// room for `HEADER_LEN + size` bytes; returns false (writing nothing useful) otherwise.
+pub fn write_pattern_message<M: SharedMemory>(
+    slot: &mut WriteSlot<'_, M>,
+    op: Op,
+    seq: u64,
+    size: usize,
+) -> bool {
+    if slot.capacity() - slot.written() < HEADER_LEN + size || size > u32::MAX as usize {
+        return false;
+    }
+    let header = Header {
+        op: op as u32,
+        payload_len: size as u32,
+        seq,
+        checksum: pattern_checksum(seq, size),
+        reserved: 0,
+    };
+    slot.write(&header.encode());
+    let mut chunk = [0u8; CHUNK];
+    let mut offset = 0;
+    while offset < size {
+        let count = CHUNK.min(size - offset);
+        fill_payload_at(seq, offset, &mut chunk[..count]);
+        slot.write(&chunk[..count]);
+        offset += count;
+    }
+    true
+}
+
+/// What [`verify_pattern_message`] found in a received message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Header consistent, checksum and pattern right.
+    Intact(Header),
+    /// Header consistent, but the checksum or the payload pattern is wrong.
+    Corrupted(Header),
+    /// Shorter than a header, `payload_len` disagrees with the message length, or
+    /// `reserved != 0`.
+    Malformed,
+}
+
+/// Decodes the header of `slot` and checks a pattern payload (checksum and bytes).
+pub fn verify_pattern_message<M: SharedMemory>(slot: &ReadSlot<'_, M>) -> Verdict {
+    let Some(header) = read_header(slot) else {
+        return Verdict::Malformed;
+    };
+    let size = header.payload_len as usize;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut chunk = [0u8; CHUNK];
+    let mut pattern_ok = true;
+    let mut offset = 0;
+    while offset < size {
+        let count = slot.read(HEADER_LEN + offset, &mut chunk[..CHUNK.min(size - offset)]);
+        hasher.update(&chunk[..count]);
+        pattern_ok &= check_payload_at(header.seq, offset, &chunk[..count]);
+        offset += count;
+    }
+    if pattern_ok && hasher.finalize() == header.checksum {
+        Verdict::Intact(header)
+    } else {
+        Verdict::Corrupted(header)
+    }
+}
+
+/// The header of a received message, if the message is long enough, its `payload_len`
+/// matches and `reserved` is zero.
+pub fn read_header<M: SharedMemory>(slot: &ReadSlot<'_, M>) -> Option<Header> {
+    let mut bytes = [0u8; HEADER_LEN];
+    if slot.read(0, &mut bytes) != HEADER_LEN {
+        return None;
+    }
+    let header = Header::decode(&bytes)?;
+    (header.payload_len as usize == slot.len() - HEADER_LEN && header.reserved == 0)
+        .then_some(header)
+}
+
+/// Sends a message made of `header` (its `payload_len` and `checksum` are set from
+/// `payload`) and `payload` on `producer`, publishing it.
+pub fn send_message<M: SharedMemory>(
+    producer: &mut crate::Producer<M>,
+    op: Op,
+    seq: u64,
+    payload: &[u8],
+) -> Result<(), SendError> {
+    let mut slot = producer.reserve(HEADER_LEN + payload.len())?;
+    slot.write(&Header::for_payload(op, seq, payload).encode());
+    slot.write(payload);
+    slot.commit();
+    producer.publish();
+    Ok(())
+}
+
+/// Payload of [`Op::StreamRequest`]: `count: u64, size: u32, reserved: u32 (0)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamRequest {
+    /// Number of [`Op::Data`] messages to send.
+    pub count: u64,
+    /// Payload bytes of each.
+    pub size: u32,
+}
+
+impl StreamRequest {
+    /// The little-endian encoding.
+    pub fn encode(&self) -> [u8; STREAM_REQUEST_LEN] {
+        let mut bytes = [0; STREAM_REQUEST_LEN];
+        bytes[0..8].copy_from_slice(&self.count.to_le_bytes());
+        bytes[8..12].copy_from_slice(&self.size.to_le_bytes());
+        bytes
+    }
+
+    /// Decodes exactly [`STREAM_REQUEST_LEN`] bytes with `reserved == 0`.
+    pub fn decode(bytes: &[u8]) -> Option<StreamRequest> {
+        if bytes.len() != STREAM_REQUEST_LEN || u32_at(bytes, 12) != 0 {
+            return None;
+        }
+        Some(StreamRequest {
+            count: u64_at(bytes, 0),
+            size: u32_at(bytes, 8),
+        })
+    }
+}
+
+/// Counters of one side; the payload of [`Op::Stats`] (five little-endian `u64`s in this
+/// order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages received (every message read from the ring, valid or not).
+    pub received: u64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages whose checksum or payload pattern was wrong.
+    pub corrupted: u64,
+    /// Messages missing according to sequence-number gaps.
+    pub lost: u64,
+    /// Messages that broke the demo protocol (malformed, unknown op, wrong direction,
+    /// sequence going backwards, impossible request).
+    pub protocol_errors: u64,
+}
+
+impl Stats {
+    /// The little-endian encoding.
+    pub fn encode(&self) -> [u8; STATS_LEN] {
+        let mut bytes = [0; STATS_LEN];
+        for (at, value) in [
+            self.received,
+            self.sent,
+            self.corrupted,
+            self.lost,
+            self.protocol_errors,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            bytes[at * 8..at * 8 + 8].copy_from_slice(&value.to_le_bytes());
+        }
+        bytes
+    }
+
+    /// Decodes exactly [`STATS_LEN`] bytes.
+    pub fn decode(bytes: &[u8]) -> Option<Stats> {
+        if bytes.len() != STATS_LEN {
+            return None;
+        }
+        Some(Stats {
+            received: u64_at(bytes, 0),
+            sent: u64_at(bytes, 8),
+            corrupted: u64_at(bytes, 16),
+            lost: u64_at(bytes, 24),
+            protocol_errors: u64_at(bytes, 32),
+        })
+    }
+}
+
+/// What a sequence number says, see [`SequenceTracker::observe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sequence {
+    /// The expected number.
+    InOrder,
+    /// 0 while a higher number was expected: a new stream starts (not an error).
+    Restart,
+    /// Higher than expected: this many messages are missing.
+    Gap(u64),
+    /// Lower than expected (but not 0): a duplicate or reordering, a protocol error.
+    Backwards,
+}
+
+/// Follows one stream of sequence numbers (one direction, one op).
+///
+/// Streams start at 0 and increase by 1. A 0 restarts the stream (a new peer run, a new
+/// [`Op::StreamRequest`]); a jump forward counts the skipped numbers as lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SequenceTracker {
+    next: u64,
+}
+
+impl SequenceTracker {
+    /// A tracker expecting 0.
+    pub const fn new() -> Self {
+        SequenceTracker { next: 0 }
+    }
+
+    /// The next expected number.
+    pub fn expected(&self) -> u64 {
+        self.next
+    }
+
+    /// Classifies `seq` and expects `seq + 1` next.
+    pub fn observe(&mut self, seq: u64) -> Sequence {
+        let verdict = if seq == self.next {
+            Sequence::InOrder
+        } else if seq == 0 {
+            Sequence::Restart
+        } else if seq > self.next {
+            Sequence::Gap(seq - self.next)
+        } else {
+            Sequence::Backwards
+        };
+        self.next = seq.wrapping_add(1);
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_is_crc32_ieee() {
+        assert_eq!(checksum(b"123456789"), 0xCBF4_3926);
+        assert_eq!(checksum(b""), 0);
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let header = Header {
+            op: 3,
+            payload_len: 100,
+            seq: 0x0102_0304_0506_0708,
+            checksum: 0xdead_beef,
+            reserved: 0,
+        };
+        let bytes = header.encode();
+        assert_eq!(&bytes[8..16], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(Header::decode(&bytes), Some(header));
+        assert_eq!(Header::decode(&bytes[..23]), None);
+        assert_eq!(header.op(), Some(Op::Data));
+    }
+
+    #[test]
+    fn pattern_is_consistent_across_helpers() {
+        let mut whole = [0u8; 45];
+        fill_payload(7, &mut whole);
+        let mut piece = [0u8; 13];
+        fill_payload_at(7, 19, &mut piece);
+        assert_eq!(&whole[19..32], &piece);
+        assert!(check_payload(7, &whole));
+        assert!(!check_payload(8, &whole));
+        assert_eq!(pattern_checksum(7, 45), checksum(&whole));
+        assert_eq!(
+            u64::from_le_bytes(whole[8..16].try_into().unwrap()),
+            pattern_word(7, 1)
+        );
+        // Documented values (docs/ABI.md).
+        assert_eq!(pattern_word(0, 0), 0xD6E8_FEB8_6659_FD93);
+        assert_eq!(
+            pattern_word(1, 0),
+            0x9E37_79B9_7F4A_7C15u64.wrapping_add(0xD6E8_FEB8_6659_FD93)
+        );
+    }
+
+    #[test]
+    fn stream_request_and_stats_round_trip() {
+        let request = StreamRequest {
+            count: 1 << 40,
+            size: 4096,
+        };
+        assert_eq!(StreamRequest::decode(&request.encode()), Some(request));
+        let mut bad = request.encode();
+        bad[12] = 1;
+        assert_eq!(StreamRequest::decode(&bad), None);
+        let stats = Stats {
+            received: 1,
+            sent: 2,
+            corrupted: 3,
+            lost: 4,
+            protocol_errors: 5,
+        };
+        assert_eq!(Stats::decode(&stats.encode()), Some(stats));
+        assert_eq!(Stats::decode(&[0; 39]), None);
+    }
+
+    #[test]
+    fn sequence_tracker_classifies() {
+        let mut tracker = SequenceTracker::new();
+        assert_eq!(tracker.observe(0), Sequence::InOrder);
+        assert_eq!(tracker.observe(1), Sequence::InOrder);
+        assert_eq!(tracker.observe(4), Sequence::Gap(2));
+        assert_eq!(tracker.observe(3), Sequence::Backwards);
+        assert_eq!(tracker.observe(0), Sequence::Restart);
+        assert_eq!(tracker.expected(), 1);
+    }
+}

@@ -1,0 +1,310 @@
+//! The guest's serving loop: answers echoes, checks and produces data streams, stops on request.
+//!
+//! Host-testable: it only needs a [`SharedMemory`], so tests run it on a thread over a heap
+//! buffer and play the peer.
+
+use crate::error::{Error, SendError};
+use crate::memory::SharedMemory;
+use crate::proto::{
+    self, HEADER_LEN, Header, Op, STREAM_REQUEST_LEN, Sequence, SequenceTracker, StreamRequest,
+    Verdict,
+};
+use crate::region::{Region, Role, SideState};
+use crate::ring::{Consumer, Producer, ReadSlot};
+
+pub use crate::proto::Stats;
+
+/// Messages handled (received or sent) per step before publishing and switching direction.
+const BATCH: usize = 64;
+
+/// An outgoing [`Op::Data`] stream in progress.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    next_seq: u64,
+    count: u64,
+    size: usize,
+}
+
+/// What handling one incoming message led to.
+enum Handled {
+    /// Processed and released.
+    Done,
+    /// Must wait (no room for the answer, or a stream to finish first); left in the ring.
+    Blocked,
+    /// A Stop was processed: send Stats and return.
+    Stop,
+}
+
+/// The guest's end of the demo protocol over a created region.
+///
+/// [`Service::run`] does not change the guest's state word to Ready (the guest does that
+/// after printing its banner); it sets Stopped when it returns normally.
+#[derive(Debug)]
+pub struct Service<M> {
+    region: Region<M>,
+    producer: Producer<M>,
+    consumer: Consumer<M>,
+    stats: Stats,
+    echo_requests: SequenceTracker,
+    data: SequenceTracker,
+    stream_requests: SequenceTracker,
+    stops: SequenceTracker,
+    stream: Option<Stream>,
+}
+
+impl<M: SharedMemory + Clone> Service<M> {
+    /// The service on `region`'s guest endpoints.
+    pub fn new(region: Region<M>) -> Self {
+        let (producer, consumer) = region.endpoints(Role::Guest);
+        Service {
+            region,
+            producer,
+            consumer,
+            stats: Stats::default(),
+            echo_requests: SequenceTracker::new(),
+            data: SequenceTracker::new(),
+            stream_requests: SequenceTracker::new(),
+            stops: SequenceTracker::new(),
+            stream: None,
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Serves until the peer sends Stop (answered with Stats) or its state word says Stopped;
+    /// then sets the guest's state to Stopped and returns the counters (the snapshot sent in
+    /// the Stats reply, which does not count that reply).
+    ///
+    /// `idle` is called whenever a pass found nothing to do (e.g. a `wfe`-based backoff).
+    /// Invalid shared-memory values (indices, record headers, state words) end it with `Err`.
+    pub fn run(&mut self, mut idle: impl FnMut()) -> Result<Stats, Error> {
+        loop {
+            let sent = self.pump_stream()?;
+            let (received, stop) = self.serve_incoming()?;
+            self.producer.publish();
+            self.consumer.publish();
+            if stop {
+                let stats = self.stats;
+                self.send_stats(stats, &mut idle)?;
+                self.region.set_state(Role::Guest, SideState::Stopped);
+                return Ok(stats);
+            }
+            if !sent && !received {
+                if self.region.state(Role::Peer)? == SideState::Stopped {
+                    self.region.set_state(Role::Guest, SideState::Stopped);
+                    return Ok(self.stats);
+                }
+                idle();
+            }
+        }
+    }
+
+    /// Sends up to [`BATCH`] messages of the current stream; whether it sent any.
+    fn pump_stream(&mut self) -> Result<bool, Error> {
+        let Some(mut stream) = self.stream else {
+            return Ok(false);
+        };
+        let mut sent = false;
+        for _ in 0..BATCH {
+            if stream.next_seq == stream.count {
+                break;
+            }
+            let mut slot = match self.producer.reserve(HEADER_LEN + stream.size) {
+                Ok(slot) => slot,
+                Err(SendError::Full) => break,
+                Err(SendError::Protocol(error)) => return Err(error),
+                // Checked against max_message_len when the request was accepted.
+                Err(SendError::TooLarge { .. }) => break,
+            };
+            proto::write_pattern_message(&mut slot, Op::Data, stream.next_seq, stream.size);
+            slot.commit();
+            stream.next_seq += 1;
+            self.stats.sent += 1;
+            sent = true;
+        }
+        self.stream = (stream.next_seq < stream.count).then_some(stream);
+        Ok(sent)
+    }
+
+    /// Handles up to [`BATCH`] incoming messages; (whether any was handled, whether Stop came).
+    fn serve_incoming(&mut self) -> Result<(bool, bool), Error> {
+        let mut any = false;
+        for _ in 0..BATCH {
+            let Some(slot) = self.consumer.read()? else {
+                break;
+            };
+            match handle(
+                slot,
+                &mut self.producer,
+                &mut self.stats,
+                &mut Trackers {
+                    echo_requests: &mut self.echo_requests,
+                    data: &mut self.data,
+                    stream_requests: &mut self.stream_requests,
+                    stops: &mut self.stops,
+                },
+                &mut self.stream,
+            )? {
+                Handled::Done => any = true,
+                Handled::Blocked => break,
+                Handled::Stop => return Ok((true, true)),
+            }
+        }
+        Ok((any, false))
+    }
+
+    /// Sends the Stats reply, waiting (with `idle`) for room.
+    fn send_stats(&mut self, stats: Stats, idle: &mut impl FnMut()) -> Result<(), Error> {
+        let seq = 0;
+        loop {
+            match proto::send_message(&mut self.producer, Op::Stats, seq, &stats.encode()) {
+                Ok(()) => return Ok(()),
+                Err(SendError::Full) => idle(),
+                Err(SendError::Protocol(error)) => return Err(error),
+                Err(SendError::TooLarge { len, max }) => {
+                    return Err(Error::BadGeometry {
+                        reason: "ring too small for the Stats message",
+                        ring: Some(0),
+                        value: (len - max) as u64,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The incoming sequence trackers, one per op the peer sends.
+struct Trackers<'a> {
+    echo_requests: &'a mut SequenceTracker,
+    data: &'a mut SequenceTracker,
+    stream_requests: &'a mut SequenceTracker,
+    stops: &'a mut SequenceTracker,
+}
+
+fn count_sequence(stats: &mut Stats, tracker: &mut SequenceTracker, seq: u64) {
+    match tracker.observe(seq) {
+        Sequence::InOrder | Sequence::Restart => {}
+        Sequence::Gap(missing) => stats.lost += missing,
+        Sequence::Backwards => stats.protocol_errors += 1,
+    }
+}
+
+/// Handles one incoming message (see [`Handled`]).
+fn handle<M: SharedMemory>(
+    slot: ReadSlot<'_, M>,
+    producer: &mut Producer<M>,
+    stats: &mut Stats,
+    trackers: &mut Trackers<'_>,
+    stream: &mut Option<Stream>,
+) -> Result<Handled, Error> {
+    let Some(header) = proto::read_header(&slot) else {
+        stats.received += 1;
+        stats.protocol_errors += 1;
+        slot.release();
+        return Ok(Handled::Done);
+    };
+    match header.op() {
+        Some(Op::EchoRequest) => echo(slot, header, producer, stats, trackers.echo_requests),
+        Some(Op::Data) => {
+            match proto::verify_pattern_message(&slot) {
+                Verdict::Intact(_) => {}
+                Verdict::Corrupted(_) => stats.corrupted += 1,
+                Verdict::Malformed => stats.protocol_errors += 1,
+            }
+            stats.received += 1;
+            count_sequence(stats, trackers.data, header.seq);
+            slot.release();
+            Ok(Handled::Done)
+        }
+        Some(Op::StreamRequest) if stream.is_some() => Ok(Handled::Blocked),
+        Some(Op::StreamRequest) => {
+            let mut payload = [0u8; STREAM_REQUEST_LEN];
+            let request = (slot.len() == HEADER_LEN + STREAM_REQUEST_LEN)
+                .then(|| slot.read(HEADER_LEN, &mut payload))
+                .and_then(|_| StreamRequest::decode(&payload))
+                .filter(|_| proto::checksum(&payload) == header.checksum);
+            stats.received += 1;
+            count_sequence(stats, trackers.stream_requests, header.seq);
+            slot.release();
+            match request {
+                Some(request)
+                    if (request.size as usize)
+                        <= producer.max_message_len().saturating_sub(HEADER_LEN) =>
+                {
+                    *stream = (request.count > 0).then_some(Stream {
+                        next_seq: 0,
+                        count: request.count,
+                        size: request.size as usize,
+                    });
+                }
+                _ => stats.protocol_errors += 1,
+            }
+            Ok(Handled::Done)
+        }
+        Some(Op::Stop) if stream.is_some() => Ok(Handled::Blocked),
+        Some(Op::Stop) => {
+            stats.received += 1;
+            count_sequence(stats, trackers.stops, header.seq);
+            slot.release();
+            Ok(Handled::Stop)
+        }
+        Some(Op::EchoReply | Op::Stats) | None => {
+            stats.received += 1;
+            stats.protocol_errors += 1;
+            slot.release();
+            Ok(Handled::Done)
+        }
+    }
+}
+
+/// Answers an echo request with the same `seq` and payload (checking the payload on the way).
+fn echo<M: SharedMemory>(
+    slot: ReadSlot<'_, M>,
+    header: Header,
+    producer: &mut Producer<M>,
+    stats: &mut Stats,
+    tracker: &mut SequenceTracker,
+) -> Result<Handled, Error> {
+    let mut reply = match producer.reserve(slot.len()) {
+        Ok(reply) => reply,
+        Err(SendError::Full) => return Ok(Handled::Blocked),
+        Err(SendError::Protocol(error)) => return Err(error),
+        Err(SendError::TooLarge { .. }) => {
+            // Our outgoing ring is smaller than the incoming one: cannot answer.
+            stats.received += 1;
+            stats.protocol_errors += 1;
+            count_sequence(stats, tracker, header.seq);
+            slot.release();
+            return Ok(Handled::Done);
+        }
+    };
+    let reply_header = Header {
+        op: Op::EchoReply as u32,
+        ..header
+    };
+    reply.write(&reply_header.encode());
+    let mut hasher = crc32fast::Hasher::new();
+    let mut pattern_ok = true;
+    let mut chunk = [0u8; 256];
+    let size = header.payload_len as usize;
+    let mut offset = 0;
+    while offset < size {
+        let count = slot.read(HEADER_LEN + offset, &mut chunk[..256.min(size - offset)]);
+        hasher.update(&chunk[..count]);
+        pattern_ok &= proto::check_payload_at(header.seq, offset, &chunk[..count]);
+        reply.write(&chunk[..count]);
+        offset += count;
+    }
+    reply.commit();
+    if !pattern_ok || hasher.finalize() != header.checksum {
+        stats.corrupted += 1;
+    }
+    stats.received += 1;
+    stats.sent += 1;
+    count_sequence(stats, tracker, header.seq);
+    slot.release();
+    Ok(Handled::Done)
+}
