@@ -1,0 +1,1299 @@
+//! Xen on QEMU: the guest as a dom0less domU, the peer in a Linux dom0, all driven by the
+//! ImageBuilder config `xen-config/qemu-virt.config` and the region in `xen-config/region.env`.
+//!
+//! ```text
+//!  qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -smp 2 -m 2G
+//!  ┌──────────────────────────── Xen 4.17 (EL2), console on PL011 ───────────────────────────┐
+//!  │  dom0: Debian Linux, 1 vCPU, 512 MiB          domU1: sramlink guest, 1 vCPU, vpl011      │
+//!  │   /init → sramlink-peer (/dev/mem, O_SYNC)     partial DT: passthrough/sram@7f000000     │
+//!  │          │                                      xen,reg identity  │                      │
+//!  │          └──────────────► region 0x7f00_0000 + 16 MiB ◄───────────┘                      │
+//!  │                  host DT: /reserved-memory no-map + sram@7f000000 (mmio-sram)             │
+//!  └──────────────────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Run flow: fetch Debian's arm64 Xen/kernel/busybox ([`crate::debs`]) → build guest and peer →
+//! lay the files out in a work directory under the config's names (an ImageBuilder `-d` root) →
+//! host DTB = QEMU's dumped DTB + `host-sram-overlay.dtso` (the config's `DT_OVERLAY[0]`) +
+//! `/chosen` dom0less nodes with the real file sizes → boot with each module loaded by QEMU's
+//! generic loader → follow the console stage by stage.
+//!
+//! The device-tree sources in `xen-config/` are generated from `region.env` by
+//! [`config_files`]; a unit test fails when they drift, and
+//! `UPDATE_XEN_CONFIG=1 cargo test -p xtask xen_config_files` rewrites them.
+
+use crate::imagebuilder::{self, Config};
+use crate::qemu::Qemu;
+use crate::{artifacts, debs, deps, dtb, initramfs, paths, report};
+use anyhow::{Context, Result, bail};
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// QEMU machine (EL2 for Xen, GICv3 which Debian's Xen supports).
+const MACHINE: &str = "virt,virtualization=on,gic-version=3";
+/// CPU, cores and RAM. Two cores: dom0 (1 vCPU, pinned) and the domU each get one.
+const CPU_ARGS: &[&str] = &["-cpu", "cortex-a57", "-smp", "2", "-m", "2G"];
+/// First module address: above Xen (QEMU loads it at 0x4020_0000) and QEMU's DTB
+/// (0x4800_0000).
+const MODULES_START: u64 = 0x5000_0000;
+/// Module alignment (ImageBuilder's `offset`).
+const MODULE_ALIGN: u64 = 0x20_0000;
+/// The ImageBuilder config the QEMU run uses.
+pub const QEMU_CONFIG: &str = "qemu-virt.config";
+/// The file holding the region's base and size (the one place to change them).
+pub const REGION_FILE: &str = "region.env";
+
+/// Console markers the dom0 init script prints.
+const DOM0_INIT_MARKER: &str = "SRAMLINK-DOM0: init";
+const DOM0_DONE_MARKER: &str = "SRAMLINK-DOM0: done rc=";
+
+/// Options of `cargo xtask demo --mode xen`.
+pub struct DemoOptions {
+    pub count: u64,
+    pub size: u32,
+    pub busy_poll: bool,
+    /// A user's own Xen binary instead of Debian's.
+    pub xen: Option<PathBuf>,
+    /// A user's own dom0 kernel Image instead of Debian's.
+    pub dom0_kernel: Option<PathBuf>,
+}
+
+/// `xen-config/` in the workspace.
+pub fn xen_config_dir() -> PathBuf {
+    paths::workspace_root().join("xen-config")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared region and the device-tree sources generated from it.
+// ---------------------------------------------------------------------------------------------
+
+/// The shared region as `region.env` defines it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// Physical base address (host) = guest physical address (identity `xen,reg`).
+    pub base: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl Region {
+    /// Reads `SRAMLINK_REGION_BASE` and `SRAMLINK_REGION_SIZE` from shell-assignment text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let assignments = imagebuilder::parse_assignments(text)?;
+        let get = |name: &str| -> Result<u64> {
+            let found = assignments
+                .iter()
+                .rev()
+                .find(|a| a.name == name && a.index.is_none())
+                .with_context(|| format!("{name} is not set"))?;
+            imagebuilder::parse_number(&found.value).with_context(|| {
+                format!(
+                    "line {}: {name}={:?} is not a number",
+                    found.line, found.value
+                )
+            })
+        };
+        let region = Self {
+            base: get("SRAMLINK_REGION_BASE")?,
+            size: get("SRAMLINK_REGION_SIZE")?,
+        };
+        region.validate()?;
+        Ok(region)
+    }
+
+    /// Reads `xen-config/region.env`.
+    pub fn load() -> Result<Self> {
+        let path = xen_config_dir().join(REGION_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Page alignment (Xen maps whole pages), a size that fits the partial DT's one size cell.
+    fn validate(&self) -> Result<()> {
+        const PAGE: u64 = 0x1000;
+        if self.size == 0 || self.size > u64::from(u32::MAX) {
+            bail!(
+                "region size {:#x} must be non-zero and below 4 GiB",
+                self.size
+            );
+        }
+        if self.base % PAGE != 0 || self.size % PAGE != 0 {
+            bail!(
+                "region {:#x}+{:#x} must be 4 KiB aligned in base and size",
+                self.base,
+                self.size
+            );
+        }
+        if self.base.checked_add(self.size).is_none() {
+            bail!("region {:#x}+{:#x} wraps around", self.base, self.size);
+        }
+        Ok(())
+    }
+
+    /// One past the last byte.
+    pub fn end(&self) -> u64 {
+        self.base + self.size
+    }
+
+    /// `0x0 0x7f000000 0x0 0x1000000`: two address and two size cells.
+    fn cells_2_2(&self) -> String {
+        format!("{} {}", cells2(self.base), cells2(self.size))
+    }
+}
+
+/// A 64-bit number as two device-tree cells.
+fn cells2(value: u64) -> String {
+    format!("{:#x} {:#x}", value >> 32, value & 0xffff_ffff)
+}
+
+/// Header comment of every generated file.
+fn generated_note(what: &str) -> String {
+    format!(
+        "/*\n * {what}\n *\n * Generated from xen-config/region.env: change the region there, then run\n \
+         * `UPDATE_XEN_CONFIG=1 cargo test -p xtask xen_config_files` (the launcher refuses files\n \
+         * that do not match region.env).\n */\n"
+    )
+}
+
+/// The seed's `mmio-sram` node (recipe step 1), in a tree with two address and size cells.
+fn host_sram_node(region: &Region, indent: &str) -> String {
+    format!(
+        "{indent}/* Recipe step 1: the range as an mmio-sram device. Dom0 gets it mapped by Xen\n\
+         {indent} * automatically; add `xen,passthrough;` here to keep it away from dom0. */\n\
+         {indent}sram@{base:x} {{\n\
+         {indent}    compatible = \"mmio-sram\";\n\
+         {indent}    reg = <{cells}>;\n\
+         {indent}}};\n",
+        base = region.base,
+        cells = region.cells_2_2(),
+    )
+}
+
+/// The carve-out as a `/reserved-memory` `no-map` child.
+fn host_reserved_node(region: &Region, indent: &str) -> String {
+    format!(
+        "{indent}/* The carve-out: RAM that neither Xen nor dom0 may allocate or map as RAM.\n\
+         {indent} * Survives QEMU and u-boot rewriting /memory. */\n\
+         {indent}reserved-memory {{\n\
+         {indent}    #address-cells = <0x2>;\n\
+         {indent}    #size-cells = <0x2>;\n\
+         {indent}    ranges;\n\n\
+         {indent}    sramlink@{base:x} {{\n\
+         {indent}        reg = <{cells}>;\n\
+         {indent}        no-map;\n\
+         {indent}    }};\n\
+         {indent}}};\n",
+        base = region.base,
+        cells = region.cells_2_2(),
+    )
+}
+
+/// `host-sram-reserved-memory.dtsi`: the carve-out as `/reserved-memory` + the sram node, to
+/// append to (or `/include/` at the end of) a board's `.dts`.
+pub fn host_reserved_memory_dtsi(region: &Region) -> String {
+    format!(
+        "{note}\n/ {{\n{reserved}\n{sram}}};\n",
+        note = generated_note(
+            "sramlink host device-tree change (recipe step 1), /reserved-memory form.\n * \
+             Append to the board's .dts or `/include/` it at the end. Use it wherever the\n * \
+             loader rewrites /memory: QEMU `-dtb`, u-boot `booti` (ImageBuilder boards).\n * \
+             Assumes the root has #address-cells = <2> and #size-cells = <2> (arm64 boards)."
+        ),
+        reserved = host_reserved_node(region, "    "),
+        sram = host_sram_node(region, "    "),
+    )
+}
+
+/// `host-sram-overlay.dtso`: the same change as a device-tree overlay, for `fdtoverlay` and
+/// ImageBuilder's `DT_OVERLAY` (u-boot `fdt apply`). The launcher applies this one.
+pub fn host_overlay_dtso(region: &Region) -> String {
+    format!(
+        "/dts-v1/;\n/plugin/;\n\n{note}\n&{{/}} {{\n{reserved}\n{sram}}};\n",
+        note = generated_note(
+            "sramlink host device-tree change (recipe step 1) as an overlay: the same nodes as\n * \
+             host-sram-reserved-memory.dtsi. Compile: dtc -@ -I dts -O dtb -o host-sram-overlay.dtbo\n * \
+             host-sram-overlay.dtso; apply: fdtoverlay -i board.dtb -o out.dtb host-sram-overlay.dtbo,\n * \
+             or let ImageBuilder's DT_OVERLAY make u-boot apply it (`fdt apply`)."
+        ),
+        reserved = host_reserved_node(region, "    "),
+        sram = host_sram_node(region, "    "),
+    )
+}
+
+/// ZCU102 RAM banks (start, size): 2 GiB low, 2 GiB at 32 GiB.
+pub const ZCU102_MEMORY_BANKS: &[(u64, u64)] = &[(0x0, 0x8000_0000), (0x8_0000_0000, 0x8000_0000)];
+
+/// `host-sram-shrink-memory.dtsi`: the recipe's literal step 1 — the range cut out of the
+/// memory node — for boards whose loader passes the DTB's /memory unchanged.
+pub fn host_shrink_memory_dtsi(region: &Region, banks: &[(u64, u64)]) -> Result<String> {
+    let mut kept = Vec::new();
+    let mut inside = false;
+    for &(start, size) in banks {
+        let end = start + size;
+        if region.base >= start && region.end() <= end {
+            inside = true;
+            if region.base > start {
+                kept.push((start, region.base - start));
+            }
+            if region.end() < end {
+                kept.push((region.end(), end - region.end()));
+            }
+        } else if region.end() > start && region.base < end {
+            bail!(
+                "region {:#x}+{:#x} straddles the memory bank {start:#x}+{size:#x}",
+                region.base,
+                region.size
+            );
+        } else {
+            kept.push((start, size));
+        }
+    }
+    if !inside {
+        bail!(
+            "region {:#x}+{:#x} is not inside any memory bank",
+            region.base,
+            region.size
+        );
+    }
+    let reg = kept
+        .iter()
+        .map(|&(start, size)| format!("<{} {}>", cells2(start), cells2(size)))
+        .collect::<Vec<_>>()
+        .join(",\n              ");
+    Ok(format!(
+        "{note}\n/ {{\n    \
+         /* The recipe's own form: the range removed from RAM. The node name must be your\n     \
+          * board's memory node (`memory` in PetaLinux system.dtb, as in the recipe;\n     \
+          * `memory@0` in Linux's zynqmp-zcu102-rev1.0.dts) or dtc adds a second one.\n     \
+          * Banks written for a ZCU102 (2 GiB at 0, 2 GiB at 32 GiB). */\n    \
+         memory {{\n        \
+         device_type = \"memory\";\n        \
+         reg = {reg};\n    \
+         }};\n\n{sram}}};\n",
+        note = generated_note(
+            "sramlink host device-tree change (recipe step 1), shrink-the-memory-node form.\n * \
+             Only for loaders that pass /memory unchanged: QEMU `-dtb` and u-boot `booti`\n * \
+             rewrite it from their own RAM size, undoing the cut (then Xen gives dom0 the range\n * \
+             as RAM). Use host-sram-reserved-memory.dtsi there."
+        ),
+        sram = host_sram_node(region, "    "),
+    ))
+}
+
+/// Which domU partial device tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomUTree {
+    /// Recipe step 2: `xen,reg` identity mapping (upstream Xen: Device memory in the guest).
+    Sram,
+    /// `xen,reg-cacheable` (Xilinx's Xen fork only) and `sramlink,cacheable`.
+    SramCacheable,
+    /// Negative test: no mmio-sram node at all.
+    NoSram,
+}
+
+impl DomUTree {
+    /// File stem in `xen-config/`.
+    pub fn stem(self) -> &'static str {
+        match self {
+            DomUTree::Sram => "domU-sram",
+            DomUTree::SramCacheable => "domU-sram-cacheable",
+            DomUTree::NoSram => "domU-no-sram",
+        }
+    }
+}
+
+/// A domU partial device tree (recipe step 2) as DTS.
+pub fn domu_dts(region: &Region, tree: DomUTree) -> String {
+    let reg = format!("{} {:#x}", cells2(region.base), region.size);
+    let identity = format!("{reg} {}", cells2(region.base));
+    let (what, node) = match tree {
+        DomUTree::Sram => (
+            "sramlink domU partial device tree (recipe step 2): the region mapped into the domU\n * \
+             at the same address. Upstream Xen maps `xen,reg` as Device memory (p2m_mmio_direct_dev),\n * \
+             so the guest uses it as Device-nGnRE with aligned 32/64-bit accesses."
+                .to_string(),
+            format!(
+                "        sram@{base:x} {{\n            \
+                 compatible = \"mmio-sram\";\n            \
+                 /* What the guest reads: base (2 cells) and size (1 cell). */\n            \
+                 reg = <{reg}>;\n            \
+                 /* Host range (2+1 cells) -> guest address (2 cells): identity mapping. */\n            \
+                 xen,reg = <{identity}>;\n            \
+                 /* No SMMU on QEMU virt: assign the range without one. */\n            \
+                 xen,force-assign-without-iommu = <0x1>;\n        \
+                 }};\n",
+                base = region.base
+            ),
+        ),
+        DomUTree::SramCacheable => (
+            "sramlink domU partial device tree, cacheable variant. `xen,reg-cacheable` exists only\n * \
+             in Xilinx's Xen fork (the recipe's \"map it as cacheable\"); upstream Xen ignores it and\n * \
+             then maps nothing. `sramlink,cacheable` tells our guest to map the region Normal\n * \
+             write-back (Xen strips `xen,*` properties, so the guest cannot see the former). Both\n * \
+             sides must then agree on cacheability: dom0's /dev/mem mapping is uncached."
+                .to_string(),
+            format!(
+                "        sram@{base:x} {{\n            \
+                 compatible = \"mmio-sram\";\n            \
+                 reg = <{reg}>;\n            \
+                 xen,reg-cacheable = <{identity}>;\n            \
+                 xen,force-assign-without-iommu = <0x1>;\n            \
+                 sramlink,cacheable;\n        \
+                 }};\n",
+                base = region.base
+            ),
+        ),
+        DomUTree::NoSram => (
+            "sramlink domU partial device tree WITHOUT the mmio-sram node: the negative test.\n * \
+             The guest must print a clear error and stop; dom0 must stay up."
+                .to_string(),
+            String::new(),
+        ),
+    };
+    format!(
+        "/dts-v1/;\n\n{note}\n/ {{\n    \
+         #address-cells = <0x2>;\n    \
+         #size-cells = <0x1>;\n\n    \
+         /* Xen copies this bus and its children into the domU's device tree. */\n    \
+         passthrough {{\n        \
+         compatible = \"simple-bus\";\n        \
+         ranges;\n        \
+         #address-cells = <0x2>;\n        \
+         #size-cells = <0x1>;\n{node}    }};\n}};\n",
+        note = generated_note(&what),
+    )
+}
+
+/// Every generated file of `xen-config/` with its contents.
+pub fn config_files(region: &Region) -> Result<Vec<(String, String)>> {
+    let mut files = vec![
+        (
+            "host-sram-reserved-memory.dtsi".to_string(),
+            host_reserved_memory_dtsi(region),
+        ),
+        (
+            "host-sram-overlay.dtso".to_string(),
+            host_overlay_dtso(region),
+        ),
+        (
+            "host-sram-shrink-memory.dtsi".to_string(),
+            host_shrink_memory_dtsi(region, ZCU102_MEMORY_BANKS)?,
+        ),
+    ];
+    for tree in [DomUTree::Sram, DomUTree::SramCacheable, DomUTree::NoSram] {
+        files.push((format!("{}.dts", tree.stem()), domu_dts(region, tree)));
+    }
+    Ok(files)
+}
+
+/// Fails when a committed file differs from what `region.env` generates.
+pub fn check_config_files(dir: &Path, region: &Region) -> Result<()> {
+    for (name, text) in config_files(region)? {
+        let path = dir.join(&name);
+        let committed = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if committed != text {
+            bail!(
+                "{} does not match xen-config/{REGION_FILE}; regenerate the device-tree sources \
+                 with: UPDATE_XEN_CONFIG=1 cargo test -p xtask xen_config_files",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Boot modules, /chosen and the QEMU command line.
+// ---------------------------------------------------------------------------------------------
+
+/// What a boot module is to Xen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleKind {
+    Dom0Kernel,
+    Dom0Ramdisk,
+    /// Kernel of domU number `i` (ImageBuilder's index).
+    DomUKernel(usize),
+    /// Partial device tree of domU `i`.
+    DomUDtb(usize),
+}
+
+/// A file QEMU loads at `addr` and `/chosen` describes with its exact size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    pub kind: ModuleKind,
+    pub path: PathBuf,
+    pub addr: u64,
+    pub size: u64,
+}
+
+/// Places modules one after another from `start`, each at a 2 MiB boundary (as ImageBuilder
+/// does), and checks they end below `limit` (the region, or the end of RAM).
+pub fn layout(files: &[(ModuleKind, PathBuf, u64)], start: u64, limit: u64) -> Result<Vec<Module>> {
+    let mut addr = start;
+    let mut modules = Vec::with_capacity(files.len());
+    for (kind, path, size) in files {
+        if *size == 0 {
+            bail!("boot module {} is empty", path.display());
+        }
+        let end = addr + size;
+        if end > limit {
+            bail!(
+                "boot module {} ({size:#x} bytes at {addr:#x}) would end above {limit:#x}",
+                path.display()
+            );
+        }
+        modules.push(Module {
+            kind: *kind,
+            path: path.clone(),
+            addr,
+            size: *size,
+        });
+        addr = end.next_multiple_of(MODULE_ALIGN);
+    }
+    Ok(modules)
+}
+
+/// A DTS string literal.
+fn dts_string(text: &str) -> String {
+    let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{escaped}\"")
+}
+
+/// The `/chosen` dom0less nodes for `config` and the placed `modules`, as ImageBuilder's
+/// `uboot-script-gen` writes them with `fdt set`.
+pub fn chosen_fragment(config: &Config, modules: &[Module]) -> String {
+    let module_node = |module: &Module, compatible: &str, indent: &str| {
+        format!(
+            "{indent}module@{addr:x} {{\n\
+             {indent}    compatible = {compatible};\n\
+             {indent}    reg = <{addr_cells} {size_cells}>;\n\
+             {indent}}};\n",
+            addr = module.addr,
+            addr_cells = cells2(module.addr),
+            size_cells = cells2(module.size),
+        )
+    };
+    let mut text = String::from("/ {\n    chosen {\n");
+    text += "        #address-cells = <0x2>;\n        #size-cells = <0x2>;\n";
+    text += &format!(
+        "        xen,xen-bootargs = {};\n",
+        dts_string(&config.xen_cmd)
+    );
+    text += &format!(
+        "        xen,dom0-bootargs = {};\n",
+        dts_string(&config.dom0_bootargs())
+    );
+    for module in modules {
+        match module.kind {
+            ModuleKind::Dom0Kernel => {
+                text += &module_node(
+                    module,
+                    "\"multiboot,kernel\", \"multiboot,module\"",
+                    "        ",
+                );
+            }
+            ModuleKind::Dom0Ramdisk => {
+                text += &module_node(
+                    module,
+                    "\"multiboot,ramdisk\", \"multiboot,module\"",
+                    "        ",
+                );
+            }
+            _ => {}
+        }
+    }
+    let has_dom0 = config.dom0_kernel.is_some();
+    for (index, domu) in config.domus.iter().enumerate() {
+        text += &format!("\n        domU{index} {{\n");
+        text += "            compatible = \"xen,domain\";\n";
+        text += "            #address-cells = <0x2>;\n            #size-cells = <0x2>;\n";
+        text += &format!("            memory = <{}>;\n", cells2(domu.mem_mib * 1024));
+        text += &format!("            cpus = <{:#x}>;\n", domu.vcpus);
+        text += if domu.vuart_pl011 {
+            "            vpl011 = \"pl011\";\n"
+        } else {
+            "            vpl011;\n"
+        };
+        if domu.is_enhanced(has_dom0) {
+            text += "            xen,enhanced = \"enabled\";\n";
+        }
+        for module in modules {
+            let compatible = match module.kind {
+                ModuleKind::DomUKernel(i) if i == index => {
+                    "\"multiboot,kernel\", \"multiboot,module\""
+                }
+                ModuleKind::DomUDtb(i) if i == index => {
+                    "\"multiboot,device-tree\", \"multiboot,module\""
+                }
+                _ => continue,
+            };
+            text += &module_node(module, compatible, "            ");
+        }
+        text += "        };\n";
+    }
+    text += "    };\n};\n";
+    text
+}
+
+/// The full `qemu-system-aarch64` argument list: Xen as the kernel, the host DTB, each module
+/// through the generic loader, the serial console on stdout.
+pub fn qemu_args(xen: &Path, host_dtb: &Path, modules: &[Module]) -> Result<Vec<String>> {
+    let mut args: Vec<String> = vec!["-machine".into(), MACHINE.into()];
+    args.extend(CPU_ARGS.iter().map(|arg| arg.to_string()));
+    args.extend([
+        "-kernel".into(),
+        xen.display().to_string(),
+        "-dtb".into(),
+        host_dtb.display().to_string(),
+    ]);
+    for module in modules {
+        let file = module.path.display().to_string();
+        if file.contains(',') {
+            bail!("QEMU's -device option cannot name a file with a comma: {file}");
+        }
+        args.push("-device".into());
+        args.push(format!(
+            "loader,file={file},addr={:#x},force-raw=on",
+            module.addr
+        ));
+    }
+    args.extend(
+        [
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+            "-no-reboot",
+        ]
+        .iter()
+        .map(|arg| arg.to_string()),
+    );
+    Ok(args)
+}
+
+// ---------------------------------------------------------------------------------------------
+// dom0's init.
+// ---------------------------------------------------------------------------------------------
+
+/// What dom0's init runs.
+pub struct Dom0Run {
+    /// Round trips of `sramlink-peer ping`.
+    pub count: u64,
+    /// Payload bytes per message.
+    pub size: u32,
+    /// Pass `--busy-poll` to the peer.
+    pub busy_poll: bool,
+    /// Seconds the peer waits for the guest's ring (and for each reply).
+    pub timeout_seconds: u64,
+}
+
+/// dom0's `/init`: mounts, reports what dom0 sees of the region, runs the peer against the
+/// region it discovers in /proc/device-tree, prints the peer's exit code and powers off.
+pub fn dom0_init_script(run: &Dom0Run) -> String {
+    let mut peer = format!(
+        "/bin/sramlink-peer --json --timeout {} --stop-guest",
+        run.timeout_seconds
+    );
+    if run.busy_poll {
+        peer += " --busy-poll";
+    }
+    peer += &format!(" ping --count {} --size {}", run.count, run.size);
+    format!(
+        r#"#!/bin/busybox sh
+# dom0 init of the sramlink Xen run (generated by xtask/src/xen.rs).
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "{DOM0_INIT_MARKER} uptime=$(cut -d' ' -f1 /proc/uptime)s cpus=$(grep -c ^processor /proc/cpuinfo)"
+grep -i sram /proc/iomem | while read -r line; do echo "SRAMLINK-DOM0: iomem $line"; done
+echo "SRAMLINK-DOM0: running {peer}"
+{peer}
+rc=$?
+echo "{DOM0_DONE_MARKER}$rc uptime=$(cut -d' ' -f1 /proc/uptime)s"
+poweroff -f
+# Only reached if poweroff failed: never let init exit (the kernel would panic).
+echo o > /proc/sysrq-trigger
+while true; do sleep 1; done
+"#
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run.
+// ---------------------------------------------------------------------------------------------
+
+/// Which Xen run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Case {
+    /// The guest with the region; the peer exchanges messages.
+    Good,
+    /// The domU partial DT without the mmio-sram node.
+    NoSram,
+}
+
+/// The binaries a run boots.
+struct Inputs {
+    xen: PathBuf,
+    dom0_kernel: PathBuf,
+    busybox: PathBuf,
+    guest_image: PathBuf,
+    peer: PathBuf,
+}
+
+impl Inputs {
+    /// Debian's binaries (or the user's), the guest and the peer, built or downloaded.
+    fn gather(options: &DemoOptions) -> Result<Self> {
+        let debian = debs::fetch()?;
+        Ok(Self {
+            xen: options.xen.clone().unwrap_or(debian.xen),
+            dom0_kernel: options.dom0_kernel.clone().unwrap_or(debian.dom0_kernel),
+            busybox: debian.busybox,
+            guest_image: artifacts::guest_image()?,
+            peer: artifacts::peer_aarch64()?,
+        })
+    }
+}
+
+/// Everything prepared for one boot.
+struct Prepared {
+    args: Vec<String>,
+    region: Region,
+}
+
+/// `dir/name`, refusing names that leave `dir`.
+fn in_dir(dir: &Path, name: &str) -> Result<PathBuf> {
+    let relative = Path::new(name);
+    if relative.is_absolute() || relative.components().any(|c| c.as_os_str() == "..") {
+        bail!("config file name {name:?} must be relative to the ImageBuilder root");
+    }
+    Ok(dir.join(relative))
+}
+
+/// Makes `dir/name` a symbolic link to `target` (replacing an old one).
+fn link(target: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = in_dir(dir, name)?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let _ = std::fs::remove_file(&path);
+    let target = std::fs::canonicalize(target)
+        .with_context(|| format!("{} does not exist", target.display()))?;
+    std::os::unix::fs::symlink(&target, &path)
+        .with_context(|| format!("linking {} to {}", path.display(), target.display()))?;
+    Ok(path)
+}
+
+/// Runs `dtc`/`fdtoverlay`, failing with its stderr.
+fn tool(command: &mut Command) -> Result<()> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Compiles `xen-config/STEM.dts` (or `.dtso` as an overlay) to `out`.
+fn compile_source(source: &Path, out: &Path, overlay: bool) -> Result<()> {
+    let mut command = Command::new("dtc");
+    command.args(["-q", "-I", "dts", "-O", "dtb"]);
+    if overlay {
+        command.arg("-@");
+    }
+    tool(command.arg("-o").arg(out).arg(source))
+}
+
+/// Lays out the ImageBuilder root for `config`, builds the initramfs and DTBs, returns the QEMU
+/// arguments.
+fn prepare(case: Case, inputs: &Inputs, run: &Dom0Run, work: &Path) -> Result<Prepared> {
+    let config_dir = xen_config_dir();
+    let mut config = imagebuilder::load(&config_dir.join(QEMU_CONFIG))?;
+    let region = Region::load()?;
+    check_config_files(&config_dir, &region)?;
+    if config.domus.len() != 1 {
+        bail!("{QEMU_CONFIG} must define exactly one domU (NUM_DOMUS=1), the sramlink guest");
+    }
+    if case == Case::NoSram {
+        config.domus[0].passthrough_dtb = Some(format!("{}.dtb", DomUTree::NoSram.stem()));
+    }
+    if region.base < config.memory_start || region.end() > config.memory_end {
+        bail!(
+            "the region {:#x}+{:#x} is outside RAM {:#x}..{:#x} of {QEMU_CONFIG}",
+            region.base,
+            region.size,
+            config.memory_start,
+            config.memory_end
+        );
+    }
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work)?;
+
+    // The binaries under the config's names: `work` is an ImageBuilder `-d` root.
+    let xen = link(&inputs.xen, work, &config.xen)?;
+    let dom0_kernel_name = config
+        .dom0_kernel
+        .clone()
+        .context("the config has no DOM0_KERNEL; the Xen run needs dom0 for the peer")?;
+    let dom0_ramdisk_name = config
+        .dom0_ramdisk
+        .clone()
+        .context("the config has no DOM0_RAMDISK; the peer runs from dom0's initramfs")?;
+    let dom0_kernel = link(&inputs.dom0_kernel, work, &dom0_kernel_name)?;
+    let domu = config.domus[0].clone();
+    let guest = link(&inputs.guest_image, work, &domu.kernel)?;
+    let ramdisk = in_dir(work, &dom0_ramdisk_name)?;
+    initramfs::build(
+        &initramfs::Contents {
+            busybox: &inputs.busybox,
+            peer: &inputs.peer,
+            init_script: &dom0_init_script(run),
+        },
+        &ramdisk,
+    )?;
+
+    // The domU partial device tree named by DOMU_PASSTHROUGH_DTB[0], from xen-config/.
+    let partial_name = domu
+        .passthrough_dtb
+        .clone()
+        .context("DOMU_PASSTHROUGH_DTB[0] is not set: the guest would get no region")?;
+    let partial = in_dir(work, &partial_name)?;
+    let partial_source = config_dir.join(Path::new(&partial_name).with_extension("dts"));
+    compile_source(&partial_source, &partial, false)?;
+
+    // Host DTB: QEMU's own, the DT_OVERLAY[i] changes, then /chosen.
+    let dumped = in_dir(work, &config.device_tree)?;
+    dtb::dump_qemu_dtb(MACHINE, CPU_ARGS, &dumped)?;
+    let mut host = dumped.clone();
+    let overlays = config
+        .other("NUM_DT_OVERLAY")
+        .map(|n| imagebuilder::parse_number(n).context("NUM_DT_OVERLAY is not a number"))
+        .transpose()?
+        .unwrap_or(0);
+    for i in 0..overlays {
+        let name = config
+            .other(&format!("DT_OVERLAY[{i}]"))
+            .with_context(|| format!("NUM_DT_OVERLAY={overlays} but DT_OVERLAY[{i}] is not set"))?
+            .to_string();
+        let compiled = in_dir(work, &name)?;
+        compile_source(
+            &config_dir.join(Path::new(&name).with_extension("dtso")),
+            &compiled,
+            true,
+        )?;
+        let applied = work.join(format!("host-after-overlay-{i}.dtb"));
+        tool(
+            Command::new("fdtoverlay")
+                .arg("-i")
+                .arg(&host)
+                .arg("-o")
+                .arg(&applied)
+                .arg(&compiled),
+        )?;
+        host = applied;
+    }
+
+    let size = |path: &Path| -> Result<u64> {
+        Ok(std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len())
+    };
+    let files = vec![
+        (
+            ModuleKind::Dom0Kernel,
+            dom0_kernel.clone(),
+            size(&dom0_kernel)?,
+        ),
+        (ModuleKind::Dom0Ramdisk, ramdisk.clone(), size(&ramdisk)?),
+        (ModuleKind::DomUKernel(0), guest.clone(), size(&guest)?),
+        (ModuleKind::DomUDtb(0), partial.clone(), size(&partial)?),
+    ];
+    let limit = region.base.min(config.memory_end);
+    let modules = layout(&files, MODULES_START.max(config.memory_start), limit)?;
+    let host_dts = dtb::merge(&dtb::decompile(&host)?, &chosen_fragment(&config, &modules));
+    let host_dtb = work.join("host.dtb");
+    dtb::compile(&host_dts, &host_dtb)?;
+
+    Ok(Prepared {
+        args: qemu_args(&xen, &host_dtb, &modules)?,
+        region,
+    })
+}
+
+/// Stage timeouts. Generous: CI machines are slow and share two cores.
+const XEN_BANNER_TIMEOUT: Duration = Duration::from_secs(60);
+const GUEST_BANNER_TIMEOUT: Duration = Duration::from_secs(60);
+const DOM0_INIT_TIMEOUT: Duration = Duration::from_secs(240);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits for a line containing `needle`, also accepting one already seen (guest and dom0
+/// lines interleave in any order).
+fn seen_or_expect(qemu: &mut Qemu, stage: &str, needle: &str, timeout: Duration) -> Result<String> {
+    if let Some(line) = qemu.lines_seen().iter().find(|line| line.contains(needle)) {
+        return Ok(line.clone());
+    }
+    qemu.expect(stage, needle, timeout)
+}
+
+/// `4.17.7 (Debian 4.17.7+13-g2445b30a44-0+deb12u1)` from Xen's banner line.
+fn xen_version(banner: &str) -> Option<String> {
+    let rest = banner.split_once("Xen version ")?.1;
+    let end = rest.find(')').map_or(rest.len(), |at| at + 1);
+    Some(rest[..end].trim().to_string())
+}
+
+/// `0x7f000000+0x1000000 (device)` from `sramlink: region …`.
+fn guest_region(line: &str) -> Option<(u64, u64, String)> {
+    let rest = line.split_once("sramlink: region ")?.1;
+    let (range, attributes) = rest.split_once(' ').unwrap_or((rest, ""));
+    let (base, size) = range.split_once('+')?;
+    Some((
+        imagebuilder::parse_number(base)?,
+        imagebuilder::parse_number(size)?,
+        attributes.trim_matches(['(', ')', ' ']).to_string(),
+    ))
+}
+
+/// The return code in `SRAMLINK-DOM0: done rc=N …`.
+fn dom0_rc(line: &str) -> Option<i32> {
+    let rest = line.split_once(DOM0_DONE_MARKER)?.1;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Stage times of a run, seconds since QEMU started.
+#[derive(Default)]
+struct Timeline(Map<String, Value>);
+
+impl Timeline {
+    fn mark(&mut self, qemu: &Qemu, stage: &str) {
+        self.0.insert(
+            stage.to_string(),
+            json!((qemu.elapsed().as_secs_f64() * 100.0).round() / 100.0),
+        );
+    }
+}
+
+/// The good run: returns the report path.
+fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<PathBuf> {
+    let work = paths::work_dir(name);
+    let prepared = prepare(Case::Good, inputs, run, &work)?;
+    println!("xtask: qemu-system-aarch64 {}", prepared.args.join(" "));
+    let mut qemu = Qemu::spawn(&prepared.args, name)?;
+    let mut timeline = Timeline::default();
+    qemu.set_fatal_patterns(&[
+        "Kernel panic",
+        "(XEN) Panic",
+        "panicked at",
+        "sramlink: exception",
+        "sramlink: error:",
+    ]);
+    let banner = qemu.expect("Xen starts", "Xen version", XEN_BANNER_TIMEOUT)?;
+    timeline.mark(&qemu, "xen_banner");
+    seen_or_expect(
+        &mut qemu,
+        "guest banner on vpl011",
+        "sramlink: booted",
+        GUEST_BANNER_TIMEOUT,
+    )?;
+    timeline.mark(&qemu, "guest_banner");
+    let region_line = seen_or_expect(
+        &mut qemu,
+        "guest region",
+        "sramlink: region ",
+        GUEST_BANNER_TIMEOUT,
+    )?;
+    seen_or_expect(
+        &mut qemu,
+        "guest ring ready",
+        "sramlink: ring ready",
+        GUEST_BANNER_TIMEOUT,
+    )?;
+    seen_or_expect(
+        &mut qemu,
+        "dom0 reaches /init",
+        DOM0_INIT_MARKER,
+        DOM0_INIT_TIMEOUT,
+    )?;
+    timeline.mark(&qemu, "dom0_init");
+    // The peer's own timeout bounds each wait; the exchange itself gets 1 ms per round trip on
+    // top (far above what was measured) so a stall is reported rather than waited out forever.
+    let exchange_timeout = Duration::from_secs(run.timeout_seconds * 2 + 60 + run.count / 1000);
+    let done = seen_or_expect(
+        &mut qemu,
+        "peer exchange in dom0",
+        DOM0_DONE_MARKER,
+        exchange_timeout,
+    )?;
+    timeline.mark(&qemu, "dom0_done");
+    let status = qemu.wait_exit("dom0 power-off", EXIT_TIMEOUT)?;
+    timeline.mark(&qemu, "qemu_exit");
+    crate::qemu::check_clean_exit(status, "Xen run")?;
+
+    let console = qemu.lines_seen().join("\n");
+    let peer_report = match report::find_peer_report(&console) {
+        Some(parsed) => parsed?,
+        None => bail!(
+            "the peer printed no report in dom0 ({}); full console log: {}",
+            done.trim(),
+            qemu.log_path().display()
+        ),
+    };
+    let guest_stats = qemu
+        .lines_seen()
+        .iter()
+        .find_map(|line| report::parse_guest_stats(line));
+
+    let mut extra = Map::new();
+    extra.insert(
+        "platform".into(),
+        json!("xen-on-qemu-virt, dom0 peer, dom0less domU guest"),
+    );
+    extra.insert("xen_version".into(), json!(xen_version(&banner)));
+    if let Some((base, size, attributes)) = guest_region(&region_line) {
+        extra.insert(
+            "region_guest".into(),
+            json!({ "base": format!("{base:#x}"), "size": format!("{size:#x}"), "mapping": attributes }),
+        );
+    }
+    extra.insert(
+        "region_dom0".into(),
+        json!({
+            "base": peer_report.get("region_base").cloned().unwrap_or(Value::Null),
+            "size": peer_report.get("region_size").cloned().unwrap_or(Value::Null),
+        }),
+    );
+    extra.insert(
+        "region_configured".into(),
+        json!({ "base": format!("{:#x}", prepared.region.base), "size": format!("{:#x}", prepared.region.size) }),
+    );
+    extra.insert("seconds".into(), Value::Object(timeline.0));
+    extra.insert("qemu_exit".into(), json!(status.code()));
+    extra.insert(
+        "console_log".into(),
+        json!(qemu.log_path().display().to_string()),
+    );
+    let path = report::finish(name, peer_report, guest_stats, extra)?;
+    match dom0_rc(&done) {
+        Some(0) => Ok(path),
+        other => bail!(
+            "the peer in dom0 failed ({}); see {}",
+            other.map_or("no exit code".into(), |rc| format!("exit code {rc}")),
+            qemu.log_path().display()
+        ),
+    }
+}
+
+/// The negative run: the guest without its mmio-sram node must say so and stop, dom0 must stay
+/// up, the peer must give up with an error, and QEMU must shut down cleanly.
+fn run_no_sram(inputs: &Inputs, name: &str) -> Result<()> {
+    let work = paths::work_dir(name);
+    let run = Dom0Run {
+        count: 10,
+        size: 64,
+        busy_poll: false,
+        timeout_seconds: 10,
+    };
+    let prepared = prepare(Case::NoSram, inputs, &run, &work)?;
+    let mut qemu = Qemu::spawn(&prepared.args, name)?;
+    qemu.set_fatal_patterns(&[
+        "Kernel panic",
+        "(XEN) Panic",
+        "panicked at",
+        "sramlink: exception",
+    ]);
+    qemu.expect("Xen starts", "Xen version", XEN_BANNER_TIMEOUT)?;
+    let error = seen_or_expect(
+        &mut qemu,
+        "guest error line",
+        "sramlink: error:",
+        GUEST_BANNER_TIMEOUT,
+    )?;
+    if !error.contains("mmio-sram") {
+        bail!("the guest's error line does not mention the missing mmio-sram node: {error}");
+    }
+    seen_or_expect(
+        &mut qemu,
+        "guest stops",
+        "sramlink: stopping",
+        GUEST_BANNER_TIMEOUT,
+    )?;
+    seen_or_expect(
+        &mut qemu,
+        "dom0 reaches /init",
+        DOM0_INIT_MARKER,
+        DOM0_INIT_TIMEOUT,
+    )?;
+    let done = seen_or_expect(
+        &mut qemu,
+        "peer gives up in dom0",
+        DOM0_DONE_MARKER,
+        Duration::from_secs(run.timeout_seconds * 2 + 60),
+    )?;
+    match dom0_rc(&done) {
+        Some(0) => bail!("the peer in dom0 succeeded although the guest has no region: {done}"),
+        Some(_) => {}
+        None => bail!("dom0's done line has no exit code: {done}"),
+    }
+    let status = qemu.wait_exit("dom0 power-off", EXIT_TIMEOUT)?;
+    crate::qemu::check_clean_exit(status, name)?;
+    println!(
+        "ok: {name}: guest -> {}; dom0 -> {}",
+        error.trim(),
+        done.trim()
+    );
+    Ok(())
+}
+
+/// `cargo xtask demo --mode xen`.
+pub fn demo(options: &DemoOptions) -> Result<()> {
+    deps::ensure_qemu_tools()?;
+    let inputs = Inputs::gather(options)?;
+    let run = Dom0Run {
+        count: options.count,
+        size: options.size,
+        busy_poll: options.busy_poll,
+        timeout_seconds: 30,
+    };
+    let path = run_good(&inputs, &run, "xen-qemu")?;
+    println!("Xen demo passed; report: {}", path.display());
+    Ok(())
+}
+
+/// The Xen system tests of `cargo xtask test`: a good run and the domU without its region.
+pub fn system_tests() -> Result<Vec<(String, Result<()>)>> {
+    deps::ensure_qemu_tools()?;
+    let inputs = Inputs::gather(&DemoOptions {
+        count: 0,
+        size: 0,
+        busy_poll: false,
+        xen: None,
+        dom0_kernel: None,
+    })?;
+    let run = Dom0Run {
+        count: 20_000,
+        size: 64,
+        busy_poll: false,
+        timeout_seconds: 30,
+    };
+    Ok(vec![
+        (
+            "xen-good".to_string(),
+            run_good(&inputs, &run, "xen-qemu-test").map(|_| ()),
+        ),
+        (
+            "xen-domU-without-mmio-sram".to_string(),
+            run_no_sram(&inputs, "xen-no-sram"),
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REGION: Region = Region {
+        base: 0x7f00_0000,
+        size: 0x100_0000,
+    };
+
+    /// Writes the generated files into `dir`.
+    pub fn write_config_files(dir: &Path, region: &Region) -> Result<()> {
+        for (name, text) in config_files(region)? {
+            std::fs::write(dir.join(&name), text).with_context(|| format!("writing {name}"))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn xen_config_files() {
+        let dir = xen_config_dir();
+        let region = Region::load().expect("region.env");
+        if std::env::var_os("UPDATE_XEN_CONFIG").is_some() {
+            write_config_files(&dir, &region).expect("write");
+        }
+        check_config_files(&dir, &region).expect("committed files match region.env");
+        let config = imagebuilder::load(&dir.join(QEMU_CONFIG)).expect("qemu config");
+        assert_eq!(config.domus.len(), 1);
+        imagebuilder::load(&dir.join("zcu102.config")).expect("zcu102 config");
+    }
+
+    #[test]
+    fn region_is_read_and_checked() {
+        let region =
+            Region::parse("SRAMLINK_REGION_BASE=0x7f000000\nSRAMLINK_REGION_SIZE=16777216\n")
+                .expect("parses");
+        assert_eq!(region, REGION);
+        let misaligned =
+            Region::parse("SRAMLINK_REGION_BASE=0x7f000800\nSRAMLINK_REGION_SIZE=0x1000\n");
+        assert!(format!("{:#}", misaligned.expect_err("misaligned")).contains("aligned"));
+        let missing = Region::parse("SRAMLINK_REGION_BASE=0x7f000000\n");
+        assert!(format!("{:#}", missing.expect_err("missing")).contains("SRAMLINK_REGION_SIZE"));
+    }
+
+    #[test]
+    fn domu_tree_follows_the_recipe() {
+        let dts = domu_dts(&REGION, DomUTree::Sram);
+        assert!(dts.contains("reg = <0x0 0x7f000000 0x1000000>;"));
+        assert!(dts.contains("xen,reg = <0x0 0x7f000000 0x1000000 0x0 0x7f000000>;"));
+        assert!(dts.contains("xen,force-assign-without-iommu = <0x1>;"));
+        assert!(dts.contains("compatible = \"simple-bus\";"));
+        let cacheable = domu_dts(&REGION, DomUTree::SramCacheable);
+        assert!(
+            cacheable.contains("xen,reg-cacheable = <0x0 0x7f000000 0x1000000 0x0 0x7f000000>;")
+        );
+        assert!(cacheable.contains("sramlink,cacheable;"));
+        assert!(!domu_dts(&REGION, DomUTree::NoSram).contains("mmio-sram\""));
+    }
+
+    #[test]
+    fn shrink_form_cuts_the_region_out_of_its_bank() {
+        let dtsi = host_shrink_memory_dtsi(&REGION, ZCU102_MEMORY_BANKS).expect("inside");
+        // The recipe's own numbers: 0..0x7f000000 and the 32 GiB bank.
+        assert!(
+            dtsi.contains(
+                "reg = <0x0 0x0 0x0 0x7f000000>,\n              <0x8 0x0 0x0 0x80000000>;"
+            )
+        );
+        let middle = Region {
+            base: 0x4000_0000,
+            size: 0x1000,
+        };
+        let dtsi = host_shrink_memory_dtsi(&middle, &[(0, 0x8000_0000)]).expect("inside");
+        assert!(
+            dtsi.contains(
+                "<0x0 0x0 0x0 0x40000000>,\n              <0x0 0x40001000 0x0 0x3ffff000>;"
+            )
+        );
+        let straddling = Region {
+            base: 0x7fff_f000,
+            size: 0x2000,
+        };
+        assert!(host_shrink_memory_dtsi(&straddling, &[(0, 0x8000_0000)]).is_err());
+        let outside = Region {
+            base: 0x9000_0000,
+            size: 0x1000,
+        };
+        assert!(host_shrink_memory_dtsi(&outside, &[(0, 0x8000_0000)]).is_err());
+    }
+
+    #[test]
+    fn modules_are_packed_at_2_mib_boundaries_below_the_limit() {
+        let files = vec![
+            (ModuleKind::Dom0Kernel, PathBuf::from("k"), 0x1f6_da00),
+            (ModuleKind::Dom0Ramdisk, PathBuf::from("r"), 0x40_0001),
+            (ModuleKind::DomUKernel(0), PathBuf::from("g"), 0x1_0000),
+            (ModuleKind::DomUDtb(0), PathBuf::from("d"), 0x190),
+        ];
+        let modules = layout(&files, MODULES_START, 0x7f00_0000).expect("fits");
+        let addrs: Vec<u64> = modules.iter().map(|m| m.addr).collect();
+        assert_eq!(addrs, [0x5000_0000, 0x5200_0000, 0x5260_0000, 0x5280_0000]);
+        assert!(layout(&files, MODULES_START, 0x5280_0100).is_err());
+        let empty = vec![(ModuleKind::Dom0Kernel, PathBuf::from("k"), 0)];
+        assert!(layout(&empty, MODULES_START, 0x7f00_0000).is_err());
+    }
+
+    #[test]
+    fn chosen_nodes_carry_exact_sizes_and_bootargs() {
+        let config = imagebuilder::parse(
+            "MEMORY_START=0x40000000\nMEMORY_END=0xc0000000\nDEVICE_TREE=v.dtb\nXEN=xen\n\
+             XEN_CMD=\"console=dtuart dom0_mem=512M\"\nDOM0_KERNEL=k\nDOM0_RAMDISK=r\n\
+             DOM0_CMD=\"console=hvc0 rdinit=/init\"\nNUM_DOMUS=1\nDOMU_KERNEL[0]=g\n\
+             DOMU_PASSTHROUGH_DTB[0]=d.dtb\nDOMU_MEM[0]=256\nDOMU_ENHANCED[0]=0\n",
+        )
+        .expect("config");
+        let modules = vec![
+            Module {
+                kind: ModuleKind::Dom0Kernel,
+                path: "k".into(),
+                addr: 0x5000_0000,
+                size: 0x1f6_da00,
+            },
+            Module {
+                kind: ModuleKind::DomUKernel(0),
+                path: "g".into(),
+                addr: 0x5300_0000,
+                size: 0x138,
+            },
+            Module {
+                kind: ModuleKind::DomUDtb(0),
+                path: "d".into(),
+                addr: 0x5280_0000,
+                size: 0x190,
+            },
+        ];
+        let chosen = chosen_fragment(&config, &modules);
+        assert!(chosen.contains("xen,xen-bootargs = \"console=dtuart dom0_mem=512M\";"));
+        assert!(
+            chosen.contains("xen,dom0-bootargs = \"console=hvc0 rdinit=/init root=/dev/ram0\";")
+        );
+        assert!(chosen.contains("reg = <0x0 0x50000000 0x0 0x1f6da00>;"));
+        assert!(chosen.contains("memory = <0x0 0x40000>;"));
+        assert!(chosen.contains("vpl011;"));
+        assert!(!chosen.contains("xen,enhanced"));
+        let domu = chosen.split("domU0 {").nth(1).expect("domU node");
+        assert!(domu.contains("\"multiboot,device-tree\", \"multiboot,module\";\n                reg = <0x0 0x52800000 0x0 0x190>;"));
+        assert!(domu.contains("\"multiboot,kernel\", \"multiboot,module\";\n                reg = <0x0 0x53000000 0x0 0x138>;"));
+        assert_eq!(dts_string("a \"b\" \\c"), "\"a \\\"b\\\" \\\\c\"");
+    }
+
+    #[test]
+    fn qemu_args_load_every_module() {
+        let modules = vec![Module {
+            kind: ModuleKind::Dom0Kernel,
+            path: "/w/Image".into(),
+            addr: 0x5000_0000,
+            size: 1,
+        }];
+        let args =
+            qemu_args(Path::new("/w/xen"), Path::new("/w/host.dtb"), &modules).expect("args");
+        let joined = args.join(" ");
+        assert!(joined.starts_with("-machine virt,virtualization=on,gic-version=3 -cpu cortex-a57 -smp 2 -m 2G -kernel /w/xen -dtb /w/host.dtb"));
+        assert!(joined.contains("-device loader,file=/w/Image,addr=0x50000000,force-raw=on"));
+        let comma = vec![Module {
+            path: "/w/a,b".into(),
+            ..modules[0].clone()
+        }];
+        assert!(qemu_args(Path::new("/w/xen"), Path::new("/w/h.dtb"), &comma).is_err());
+    }
+
+    #[test]
+    fn init_script_runs_the_peer_and_reports_its_exit_code() {
+        let script = dom0_init_script(&Dom0Run {
+            count: 100_000,
+            size: 64,
+            busy_poll: true,
+            timeout_seconds: 30,
+        });
+        assert!(script.starts_with("#!/bin/busybox sh\n"));
+        assert!(script.contains("/bin/sramlink-peer --json --timeout 30 --stop-guest --busy-poll ping --count 100000 --size 64\nrc=$?\n"));
+        assert!(script.contains("echo \"SRAMLINK-DOM0: done rc=$rc"));
+        assert!(script.contains("poweroff -f"));
+    }
+
+    #[test]
+    fn console_lines_are_parsed() {
+        let banner = "(XEN) Xen version 4.17.7 (Debian 4.17.7+13-g2445b30a44-0+deb12u1) (pkg-xen-devel@lists.alioth.debian.org) (gcc) debug=n";
+        assert_eq!(
+            xen_version(banner).as_deref(),
+            Some("4.17.7 (Debian 4.17.7+13-g2445b30a44-0+deb12u1)")
+        );
+        assert_eq!(
+            guest_region("(XEN) DOM1: sramlink: region 0x7f000000+0x1000000 (device)"),
+            Some((0x7f00_0000, 0x100_0000, "device".to_string()))
+        );
+        assert_eq!(dom0_rc("SRAMLINK-DOM0: done rc=3 uptime=9.1s"), Some(3));
+        assert_eq!(dom0_rc("SRAMLINK-DOM0: done rc="), None);
+    }
+}
