@@ -1130,6 +1130,32 @@ mod tests {
     }
 
     #[test]
+    fn generated_sources_compile_with_dtc() {
+        // dtc is a host tool every QEMU run needs; `cargo xtask test` installs it first.
+        assert!(
+            deps::have("dtc"),
+            "dtc is not installed (apt-get install device-tree-compiler)"
+        );
+        let dir = std::env::temp_dir().join(format!("sramlink-xen-dtc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for (name, text) in config_files(&REGION).expect("generates") {
+            let source = dir.join(&name);
+            std::fs::write(&source, &text).expect("write");
+            let out = dir.join(format!("{name}.dtb"));
+            if name.ends_with(".dtsi") {
+                // A fragment: compile it on top of a minimal arm64 root with a memory node.
+                let base = "/dts-v1/;\n/ {\n    #address-cells = <2>;\n    #size-cells = <2>;\n    \
+                            memory {\n        device_type = \"memory\";\n        \
+                            reg = <0x0 0x0 0x0 0x80000000>;\n    };\n};\n";
+                std::fs::write(&source, format!("{base}{text}")).expect("write");
+            }
+            compile_source(&source, &out, name.ends_with(".dtso"))
+                .unwrap_or_else(|error| panic!("{name} does not compile: {error:#}"));
+        }
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
     fn region_is_read_and_checked() {
         let region =
             Region::parse("SRAMLINK_REGION_BASE=0x7f000000\nSRAMLINK_REGION_SIZE=16777216\n")
