@@ -618,6 +618,9 @@ echo "SRAMLINK-DOM0: running {peer}"
 {peer}
 rc=$?
 echo "{DOM0_DONE_MARKER}$rc uptime=$(cut -d' ' -f1 /proc/uptime)s"
+# Xen halts the whole machine when dom0 powers off: give the domU a moment to finish printing
+# its last console lines (statistics, "stopping"), which follow the reply the peer waited for.
+sleep 1
 poweroff -f
 # Only reached if poweroff failed: never let init exit (the kernel would panic).
 echo o > /proc/sysrq-trigger
@@ -928,7 +931,7 @@ fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<PathBuf> {
     )?;
     timeline.mark(&qemu, "dom0_init");
     // The peer's own timeout bounds each wait; the exchange itself gets 1 ms per round trip on
-    // top (far above what was measured) so a stall is reported rather than waited out forever.
+    // top, so a stall is reported rather than waited out forever.
     let exchange_timeout = Duration::from_secs(run.timeout_seconds * 2 + 60 + run.count / 1000);
     let done = seen_or_expect(
         &mut qemu,
@@ -937,6 +940,20 @@ fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<PathBuf> {
         exchange_timeout,
     )?;
     timeline.mark(&qemu, "dom0_done");
+    if dom0_rc(&done) != Some(0) {
+        bail!(
+            "stage 'peer exchange in dom0' failed: the peer exited with {}; its output:\n    {}\n  full console log: {}",
+            dom0_rc(&done).map_or("no exit code".to_string(), |rc| format!("code {rc}")),
+            peer_output(qemu.lines_seen()).join("\n    "),
+            qemu.log_path().display()
+        );
+    }
+    seen_or_expect(
+        &mut qemu,
+        "guest stops",
+        "sramlink: stopping",
+        GUEST_BANNER_TIMEOUT,
+    )?;
     let status = qemu.wait_exit("dom0 power-off", EXIT_TIMEOUT)?;
     timeline.mark(&qemu, "qemu_exit");
     crate::qemu::check_clean_exit(status, "Xen run")?;
@@ -984,15 +1001,21 @@ fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<PathBuf> {
         "console_log".into(),
         json!(qemu.log_path().display().to_string()),
     );
-    let path = report::finish(name, peer_report, guest_stats, extra)?;
-    match dom0_rc(&done) {
-        Some(0) => Ok(path),
-        other => bail!(
-            "the peer in dom0 failed ({}); see {}",
-            other.map_or("no exit code".into(), |rc| format!("exit code {rc}")),
-            qemu.log_path().display()
-        ),
-    }
+    report::finish(name, peer_report, guest_stats, extra)
+}
+
+/// dom0's console lines from the peer's start to init's done line (the peer's output and
+/// whatever the guest printed meanwhile).
+fn peer_output(lines: &[String]) -> Vec<String> {
+    let start = lines
+        .iter()
+        .position(|line| line.contains("SRAMLINK-DOM0: running"))
+        .unwrap_or(0);
+    lines[start..]
+        .iter()
+        .take_while(|line| !line.contains(DOM0_DONE_MARKER))
+        .cloned()
+        .collect()
 }
 
 /// The negative run: the guest without its mmio-sram node must say so and stop, dom0 must stay
