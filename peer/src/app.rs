@@ -1,0 +1,129 @@
+//! The whole run behind `main`: find and map the region, attach, run the mode, fill the report.
+
+use sramlink_ring::VolatileMemory;
+
+use crate::cli::{Cli, Direction, Mode, RegionSource};
+use crate::devicetree::{DeviceTreeRegions, PhysRange};
+use crate::error::{ErrorKind, PeerError};
+use crate::mapping::MappedRegion;
+use crate::report::Report;
+use crate::session::{self, RunOptions};
+
+/// The result of [`execute`]: the report (always, with `error` set on failure), whether the
+/// peer got as far as attaching (then the human summary is worth printing), and the error.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Counters and figures; `error` holds the failure's message.
+    pub report: Report,
+    /// The region was attached and the mode started.
+    pub attached: bool,
+    /// The failure, if any (a clean run can still fail [`Report::passed`]).
+    pub error: Option<PeerError>,
+}
+
+impl Outcome {
+    /// Whether the process should exit with success.
+    pub fn success(&self) -> bool {
+        self.error.is_none() && self.report.passed()
+    }
+}
+
+/// Runs everything the command line asks for.
+pub fn execute(cli: &Cli) -> Outcome {
+    let mut report = initial_report(cli);
+    let mut attached = false;
+    let result = run(cli, &mut report, &mut attached);
+    let error = result.err();
+    report.error = error.as_ref().map(ToString::to_string);
+    Outcome {
+        report,
+        attached,
+        error,
+    }
+}
+
+fn initial_report(cli: &Cli) -> Report {
+    let (count, payload_bytes, window, direction) = match cli.mode {
+        Mode::Ping { count, size } => (count, size, None, None),
+        Mode::Echo {
+            count,
+            size,
+            window,
+        } => (count, size, Some(window), None),
+        Mode::Stream {
+            count,
+            size,
+            direction,
+        } => (count, size, None, Some(Direction::name(&direction))),
+    };
+    Report {
+        mode: cli.mode.name(),
+        direction,
+        count,
+        payload_bytes,
+        window,
+        idle_policy: if cli.busy_poll { "busy-poll" } else { "sleep" },
+        ..Report::default()
+    }
+}
+
+fn run(cli: &Cli, report: &mut Report, attached: &mut bool) -> Result<(), PeerError> {
+    let mapping = map_region(cli, report)?;
+    // SAFETY: `mapping` is a live read/write mapping of `len` bytes that outlives every use of
+    // `memory`: `memory` and the `region` built from it are declared after `mapping`, so they
+    // are dropped before it at the end of this function, and the session ends inside it; and
+    // nothing in this program touches it except through the VolatileMemory handle. File
+    // mappings are normal memory and /dev/mem mappings Device memory; both take aligned 32-
+    // and 64-bit accesses.
+    let memory = unsafe { VolatileMemory::new(mapping.as_ptr(), mapping.len()) }
+        .map_err(|error| PeerError::region(error.to_string()))?;
+    let region = session::attach(memory, cli.timeout, cli.backoff_policy())?;
+    *attached = true;
+    let options = RunOptions {
+        mode: cli.mode,
+        timeout: cli.timeout,
+        stop_guest: cli.stop_guest,
+        policy: cli.backoff_policy(),
+    };
+    session::run(&region, &options, report)
+}
+
+/// Maps the region the command line describes and records where it came from.
+fn map_region(cli: &Cli, report: &mut Report) -> Result<MappedRegion, PeerError> {
+    match cli.region_source()? {
+        RegionSource::File { path, offset, size } => {
+            report.region_source = "file";
+            report.region_file = Some(path.display().to_string());
+            report.region_file_offset = Some(offset);
+            report.region_size = size;
+            MappedRegion::map_file(&path, offset, size)
+        }
+        RegionSource::PhysicalRange { base, size } => {
+            let range = PhysRange { base, size };
+            report.region_source = "dev-mem";
+            report.region_base = Some(base);
+            report.region_size = size;
+            if cli.device_tree.exists() {
+                DeviceTreeRegions::scan(&cli.device_tree)?.check_range(&range)?;
+            }
+            MappedRegion::map_dev_mem(range)
+        }
+        RegionSource::Discover => {
+            let node = DeviceTreeRegions::scan(&cli.device_tree)?.discover()?;
+            report.region_source = "device-tree";
+            report.region_node = Some(node.path.clone());
+            report.region_base = Some(node.range.base);
+            report.region_size = node.range.size;
+            MappedRegion::map_dev_mem(node.range)
+        }
+    }
+}
+
+/// Exit status for an outcome: 0 clean, 1 otherwise (clap uses 2 for usage errors).
+pub fn exit_code(outcome: &Outcome) -> u8 {
+    match (&outcome.error, outcome.success()) {
+        (_, true) => 0,
+        (Some(error), _) if error.kind == ErrorKind::Usage => 2,
+        _ => 1,
+    }
+}

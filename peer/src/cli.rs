@@ -1,0 +1,339 @@
+//! The command line (clap derive) and its validation into a region source and a mode.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::backoff::BackoffPolicy;
+use crate::error::PeerError;
+use crate::numbers::parse_number;
+
+/// The Linux end of the sramlink ring: ping, echo or stream with the guest over a shared
+/// region.
+///
+/// The region is a host file (`--file PATH --offset N --size N`, e.g. QEMU's RAM backing file
+/// in /dev/shm), a physical range of /dev/mem (`--base ADDR --size N`, checked against the
+/// device tree), or, with neither, the single "mmio-sram" node of /proc/device-tree.
+/// Numbers are hex (0x..) or decimal.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sramlink-peer", version)]
+pub struct Cli {
+    /// Map this file (MAP_SHARED) instead of /dev/mem.
+    #[arg(long, value_name = "PATH", conflicts_with = "base")]
+    pub file: Option<PathBuf>,
+
+    /// Byte offset of the region in --file (page-aligned).
+    #[arg(long, value_name = "N", value_parser = parse_number, requires = "file")]
+    pub offset: Option<u64>,
+
+    /// Physical address of the region, mapped through /dev/mem (page-aligned).
+    #[arg(long, value_name = "ADDR", value_parser = parse_number)]
+    pub base: Option<u64>,
+
+    /// Size of the region in bytes (with --file or --base).
+    #[arg(long, value_name = "N", value_parser = parse_number)]
+    pub size: Option<u64>,
+
+    /// Device-tree directory used for discovery and for checking --base.
+    #[arg(long, value_name = "DIR", default_value = crate::devicetree::PROC_DEVICE_TREE)]
+    pub device_tree: PathBuf,
+
+    /// Also print the report as one line `SRAMLINK-REPORT {json}`.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Seconds to wait for the guest (header + Ready at start, each reply afterwards).
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds, global = true)]
+    pub timeout: Duration,
+
+    /// At the end, send Stop, wait for the guest's Stats and include them in the report.
+    #[arg(long, global = true)]
+    pub stop_guest: bool,
+
+    /// Never sleep while waiting (spin, then yield): to measure the cost of the backoff.
+    #[arg(long, global = true)]
+    pub busy_poll: bool,
+
+    /// What to exchange with the guest.
+    #[command(subcommand)]
+    pub mode: Mode,
+}
+
+/// A run mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Mode {
+    /// One EchoRequest outstanding at a time; reports the round-trip distribution.
+    Ping {
+        /// Number of round trips.
+        #[arg(long, default_value_t = 1000, value_parser = parse_count)]
+        count: u64,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 64, value_parser = parse_size)]
+        size: u32,
+    },
+    /// Pipelined EchoRequests, up to --window outstanding.
+    Echo {
+        /// Number of messages.
+        #[arg(long, default_value_t = 100_000, value_parser = parse_count)]
+        count: u64,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 64, value_parser = parse_size)]
+        size: u32,
+        /// Most requests in flight.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+        window: u32,
+    },
+    /// One-way Data messages.
+    Stream {
+        /// Number of messages per direction.
+        #[arg(long, default_value_t = 100_000, value_parser = parse_count)]
+        count: u64,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 64, value_parser = parse_size)]
+        size: u32,
+        /// Which way the data flows.
+        #[arg(long, value_enum, default_value_t = Direction::Both)]
+        direction: Direction,
+    },
+}
+
+impl Mode {
+    /// The mode's name as in the report (`ping`, `echo`, `stream`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Ping { .. } => "ping",
+            Mode::Echo { .. } => "echo",
+            Mode::Stream { .. } => "stream",
+        }
+    }
+}
+
+/// Stream direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Direction {
+    /// Peer sends Data, the guest checks it.
+    ToGuest,
+    /// Peer asks with StreamRequest, the guest sends Data, the peer checks it.
+    FromGuest,
+    /// Both at once.
+    Both,
+}
+
+impl Direction {
+    /// The name used on the command line and in the report.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Direction::ToGuest => "to-guest",
+            Direction::FromGuest => "from-guest",
+            Direction::Both => "both",
+        }
+    }
+}
+
+/// Where the shared region comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegionSource {
+    /// A host file mapped with MAP_SHARED (bare QEMU: the guest's RAM backing file).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Page-aligned offset of the region in the file.
+        offset: u64,
+        /// Region size in bytes.
+        size: u64,
+    },
+    /// A physical range mapped through /dev/mem.
+    PhysicalRange {
+        /// Page-aligned physical address.
+        base: u64,
+        /// Region size in bytes.
+        size: u64,
+    },
+    /// The single mmio-sram node of the device tree, mapped through /dev/mem.
+    Discover,
+}
+
+impl Cli {
+    /// The region source the arguments describe, or a usage error saying what is missing.
+    pub fn region_source(&self) -> Result<RegionSource, PeerError> {
+        match (&self.file, self.base, self.size) {
+            (Some(path), None, Some(size)) => Ok(RegionSource::File {
+                path: path.clone(),
+                offset: self.offset.unwrap_or(0),
+                size,
+            }),
+            (Some(_), None, None) => Err(PeerError::usage(
+                "--file needs --size N (and --offset N unless the region starts the file)",
+            )),
+            (None, Some(base), Some(size)) => Ok(RegionSource::PhysicalRange { base, size }),
+            (None, Some(_), None) => Err(PeerError::usage("--base needs --size N")),
+            (None, None, Some(_)) => Err(PeerError::usage(
+                "--size needs --file PATH or --base ADDR (without both, the region is discovered)",
+            )),
+            (None, None, None) => Ok(RegionSource::Discover),
+            (Some(_), Some(_), _) => Err(PeerError::usage("--file and --base exclude each other")),
+        }
+    }
+
+    /// The waiting policy (`--busy-poll` disables sleeping).
+    pub fn backoff_policy(&self) -> BackoffPolicy {
+        if self.busy_poll {
+            BackoffPolicy::BusyPoll
+        } else {
+            BackoffPolicy::Sleep
+        }
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > 1.0e6 {
+        return Err(format!(
+            "timeout must be between 0 and 1000000 seconds, got {text}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_count(text: &str) -> Result<u64, String> {
+    match parse_number(text)? {
+        0 => Err("count must be at least 1".to_string()),
+        count => Ok(count),
+    }
+}
+
+fn parse_size(text: &str) -> Result<u32, String> {
+    let size = parse_number(text)?;
+    u32::try_from(size).map_err(|_| format!("size {size} does not fit in 32 bits"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sramlink-peer").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn file_source_with_hex_numbers() {
+        let cli = parse(&[
+            "--file",
+            "/dev/shm/ram",
+            "--offset",
+            "0x3f000000",
+            "--size",
+            "0x1000000",
+            "--json",
+            "ping",
+            "--count",
+            "10",
+        ])
+        .expect("valid");
+        assert_eq!(
+            cli.region_source(),
+            Ok(RegionSource::File {
+                path: "/dev/shm/ram".into(),
+                offset: 0x3f00_0000,
+                size: 0x100_0000
+            })
+        );
+        assert!(cli.json);
+        assert_eq!(
+            cli.mode,
+            Mode::Ping {
+                count: 10,
+                size: 64
+            }
+        );
+    }
+
+    #[test]
+    fn global_flags_after_the_subcommand() {
+        let cli = parse(&[
+            "--base",
+            "0x7f000000",
+            "--size",
+            "16777216",
+            "echo",
+            "--window",
+            "4",
+            "--json",
+            "--stop-guest",
+            "--timeout",
+            "2.5",
+            "--busy-poll",
+        ])
+        .expect("valid");
+        assert_eq!(
+            cli.region_source(),
+            Ok(RegionSource::PhysicalRange {
+                base: 0x7f00_0000,
+                size: 0x100_0000
+            })
+        );
+        assert!(cli.json && cli.stop_guest);
+        assert_eq!(cli.timeout, Duration::from_millis(2500));
+        assert_eq!(cli.backoff_policy(), BackoffPolicy::BusyPoll);
+        assert_eq!(
+            cli.mode,
+            Mode::Echo {
+                count: 100_000,
+                size: 64,
+                window: 4
+            }
+        );
+    }
+
+    #[test]
+    fn no_source_means_discovery() {
+        let cli = parse(&["stream", "--direction", "from-guest", "--count", "5"]).expect("valid");
+        assert_eq!(cli.region_source(), Ok(RegionSource::Discover));
+        assert_eq!(
+            cli.mode,
+            Mode::Stream {
+                count: 5,
+                size: 64,
+                direction: Direction::FromGuest
+            }
+        );
+    }
+
+    #[test]
+    fn inconsistent_sources_are_refused() {
+        assert!(parse(&["--file", "f", "--base", "0x1000", "--size", "1", "ping"]).is_err());
+        assert!(parse(&["--offset", "0", "--size", "1", "ping"]).is_err());
+        let size_only = parse(&["--size", "4096", "ping"]).expect("clap accepts");
+        assert_eq!(
+            size_only.region_source().map_err(|error| error.kind),
+            Err(crate::error::ErrorKind::Usage)
+        );
+        let base_only = parse(&["--base", "0x7f000000", "ping"]).expect("clap accepts");
+        assert!(base_only.region_source().is_err());
+        let file_only = parse(&["--file", "f", "ping"]).expect("clap accepts");
+        assert!(file_only.region_source().is_err());
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["ping", "--count", "0"]).is_err());
+        assert!(parse(&["ping", "--count", "ten"]).is_err());
+        assert!(parse(&["ping", "--size", "0x100000000"]).is_err());
+        assert!(parse(&["echo", "--window", "0"]).is_err());
+        assert!(parse(&["--timeout", "0", "ping"]).is_err());
+        assert!(parse(&["--timeout", "-1", "ping"]).is_err());
+        assert!(parse(&["stream", "--direction", "sideways"]).is_err());
+        assert!(parse(&["--base", "0xzz", "--size", "1", "ping"]).is_err());
+        assert!(parse(&[]).is_err(), "a mode is required");
+    }
+}

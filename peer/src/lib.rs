@@ -1,0 +1,29 @@
+//! sramlink-peer as a library: the Linux end of the sramlink ring, host-testable.
+//!
+//! The binary (`main.rs`) only parses the command line and prints; everything it does lives
+//! here so that host tests can drive it:
+//!
+//! 1. [`cli`] turns the command line into a [`cli::RegionSource`] and a [`cli::Mode`].
+//! 2. [`devicetree`] finds the `mmio-sram` node and the `/reserved-memory` ranges in a
+//!    `/proc/device-tree`-style directory tree (the root is a parameter, so tests use a fake).
+//! 3. [`mapping`] maps the region: a host file with `MAP_SHARED`, or a physical range of
+//!    `/dev/mem`.
+//! 4. [`session`] attaches to the ring the guest created and runs `ping`, `echo` or `stream`,
+//!    checking sequence numbers, checksums and payload patterns, timing round trips with
+//!    [`counter`] and waiting with the [`backoff`] policy.
+//! 5. [`stats`] and [`report`] turn the samples and counters into the human summary and the
+//!    one-line `SRAMLINK-REPORT {json}`.
+//!
+//! [`app::execute`] chains these steps for `main`.
+
+pub mod app;
+pub mod backoff;
+pub mod cli;
+pub mod counter;
+pub mod devicetree;
+pub mod error;
+pub mod mapping;
+pub mod numbers;
+pub mod report;
+pub mod session;
+pub mod stats;

@@ -1,0 +1,612 @@
+//! The peer's side of the demo protocol: attach, then ping, echo or stream, then stop.
+//!
+//! Every mode is the same event loop: send what the mode allows now (echo requests up to the
+//! window, data messages, a stream request), receive and check whatever arrived, publish both
+//! indices, and when a pass made no progress, wait with the [`Backoff`] policy. The loop never
+//! blocks on one direction, so neither ring can deadlock the other. The guest's liveness is
+//! bounded by the timeout: no progress for `timeout` ends the run with a timeout error.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use sramlink_ring::proto::{
+    self, HEADER_LEN, Op, STATS_LEN, Sequence, SequenceTracker, StreamRequest, Verdict,
+};
+use sramlink_ring::{
+    Consumer, Error as RingError, Producer, Region, Role, SendError, SharedMemory, SideState,
+};
+
+use crate::backoff::{Backoff, BackoffPolicy};
+use crate::cli::{Direction, Mode};
+use crate::counter::Counter;
+use crate::error::{ErrorKind, PeerError};
+use crate::report::{GuestStats, Report};
+use crate::stats::RttSamples;
+
+/// Messages sent or received per pass before switching direction and publishing.
+const BATCH: usize = 32;
+
+/// What to do once attached.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// The mode and its parameters.
+    pub mode: Mode,
+    /// Longest wait for the guest without any progress.
+    pub timeout: Duration,
+    /// Send Stop at the end and wait for the guest's Stats.
+    pub stop_guest: bool,
+    /// How to wait when idle.
+    pub policy: BackoffPolicy,
+}
+
+/// Waits until the guest has created the region and declared itself Ready, then declares
+/// the peer Ready.
+///
+/// A missing magic is waited for (the guest may still be booting); any other header problem
+/// fails at once, since the guest writes the magic last. Errors name what was found.
+pub fn attach<M: SharedMemory + Clone>(
+    memory: M,
+    timeout: Duration,
+    policy: BackoffPolicy,
+) -> Result<Region<M>, PeerError> {
+    let start = Instant::now();
+    let mut backoff = Backoff::new(policy);
+    loop {
+        let waiting_for = match Region::attach(memory.clone()) {
+            Ok(region) => match region.state(Role::Guest) {
+                Ok(SideState::Ready) => {
+                    region.set_state(Role::Peer, SideState::Ready);
+                    return Ok(region);
+                }
+                Ok(SideState::Offline) => {
+                    "the guest created the region but never declared itself ready".to_string()
+                }
+                Ok(SideState::Stopped) => {
+                    return Err(PeerError::attach(
+                        "the guest has already stopped (its state word says Stopped); boot it again",
+                    ));
+                }
+                Err(error) => return Err(ring_error(ErrorKind::Attach, &error)),
+            },
+            Err(RingError::BadMagic { found }) => format!(
+                "the guest never initialised the region (bad magic {found:#018x} at offset 0, \
+                 expected {:#018x} \"SRAMLINK\")",
+                sramlink_ring::layout::MAGIC
+            ),
+            Err(error) => return Err(ring_error(ErrorKind::Attach, &error)),
+        };
+        if start.elapsed() >= timeout {
+            return Err(PeerError::timeout(format!(
+                "timed out after {:.1} s waiting for the guest: {waiting_for}",
+                timeout.as_secs_f64()
+            )));
+        }
+        backoff.idle();
+    }
+}
+
+fn ring_error(kind: ErrorKind, error: &RingError) -> PeerError {
+    PeerError::new(kind, error.to_string())
+}
+
+/// Runs `options.mode` on an attached region and fills `report`'s counters and figures.
+///
+/// The report is filled even when the run fails part-way (the error is also returned), so
+/// the caller can print what was measured.
+pub fn run<M: SharedMemory + Clone>(
+    region: &Region<M>,
+    options: &RunOptions,
+    report: &mut Report,
+) -> Result<(), PeerError> {
+    let mut session = Session::new(region, options);
+    let result = session.run_mode().and_then(|()| {
+        if options.stop_guest {
+            session.stop_guest()
+        } else {
+            Ok(())
+        }
+    });
+    session.fill(report);
+    report.error = result.as_ref().err().map(ToString::to_string);
+    let final_state = match &result {
+        Ok(()) if !options.stop_guest => SideState::Offline,
+        _ => SideState::Stopped,
+    };
+    region.set_state(Role::Peer, final_state);
+    result
+}
+
+/// One request waiting for its reply.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    seq: u64,
+    sent_at: u64,
+}
+
+/// A checked incoming message.
+enum Incoming {
+    EchoReply { seq: u64, verdict: Verdict },
+    Data { seq: u64, verdict: Verdict },
+    Stats(Option<GuestStats>),
+    Unexpected,
+}
+
+/// What the mode still has to do.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    payload: usize,
+    echo_total: u64,
+    window: usize,
+    data_out_total: u64,
+    data_in_total: u64,
+    stream_request_pending: bool,
+}
+
+struct Session<'r, M: SharedMemory + Clone> {
+    region: &'r Region<M>,
+    producer: Producer<M>,
+    consumer: Consumer<M>,
+    options: RunOptions,
+    counter: Counter,
+    plan: Plan,
+    echo_next: u64,
+    echo_done: u64,
+    in_flight: VecDeque<InFlight>,
+    data_next: u64,
+    data_in: SequenceTracker,
+    data_in_seen: u64,
+    rtt: RttSamples,
+    sent: u64,
+    received: u64,
+    lost: u64,
+    corrupted: u64,
+    protocol_errors: u64,
+    data_messages: u64,
+    first_send: Option<u64>,
+    last_activity: u64,
+    /// `last_activity` when the mode finished (before Stop/Stats).
+    mode_end: Option<u64>,
+    guest: Option<GuestStats>,
+}
+
+impl<'r, M: SharedMemory + Clone> Session<'r, M> {
+    fn new(region: &'r Region<M>, options: &RunOptions) -> Self {
+        let (producer, consumer) = region.endpoints(Role::Peer);
+        let plan = match options.mode {
+            Mode::Ping { count, size } => Plan {
+                payload: size as usize,
+                echo_total: count,
+                window: 1,
+                data_out_total: 0,
+                data_in_total: 0,
+                stream_request_pending: false,
+            },
+            Mode::Echo {
+                count,
+                size,
+                window,
+            } => Plan {
+                payload: size as usize,
+                echo_total: count,
+                window: window as usize,
+                data_out_total: 0,
+                data_in_total: 0,
+                stream_request_pending: false,
+            },
+            Mode::Stream {
+                count,
+                size,
+                direction,
+            } => {
+                let to_guest = matches!(direction, Direction::ToGuest | Direction::Both);
+                let from_guest = matches!(direction, Direction::FromGuest | Direction::Both);
+                Plan {
+                    payload: size as usize,
+                    echo_total: 0,
+                    window: 0,
+                    data_out_total: if to_guest { count } else { 0 },
+                    data_in_total: if from_guest { count } else { 0 },
+                    stream_request_pending: from_guest,
+                }
+            }
+        };
+        let rtt_capacity = usize::try_from(plan.echo_total).unwrap_or(0).min(1 << 24);
+        Session {
+            region,
+            producer,
+            consumer,
+            options: *options,
+            counter: Counter::new(),
+            plan,
+            echo_next: 0,
+            echo_done: 0,
+            in_flight: VecDeque::with_capacity(plan.window),
+            data_next: 0,
+            data_in: SequenceTracker::new(),
+            data_in_seen: 0,
+            rtt: RttSamples::with_capacity(rtt_capacity),
+            sent: 0,
+            received: 0,
+            lost: 0,
+            corrupted: 0,
+            protocol_errors: 0,
+            data_messages: 0,
+            first_send: None,
+            last_activity: 0,
+            mode_end: None,
+            guest: None,
+        }
+    }
+
+    /// Refuses payloads that cannot fit the rings before anything is sent.
+    fn check_sizes(&self) -> Result<(), PeerError> {
+        let outgoing = self.producer.max_message_len();
+        let incoming = self.consumer.max_message_len();
+        let limit = outgoing.min(incoming).saturating_sub(HEADER_LEN);
+        if self.plan.payload > limit {
+            return Err(PeerError::usage(format!(
+                "--size {} is too large: the rings carry at most {limit} payload bytes per \
+                 message ({outgoing} bytes peer->guest, {incoming} bytes guest->peer, {HEADER_LEN}-byte \
+                 header included)",
+                self.plan.payload
+            )));
+        }
+        Ok(())
+    }
+
+    fn finished(&self) -> bool {
+        self.echo_done == self.plan.echo_total
+            && self.data_next == self.plan.data_out_total
+            && self.data_in.expected() >= self.plan.data_in_total
+            && !self.plan.stream_request_pending
+    }
+
+    fn run_mode(&mut self) -> Result<(), PeerError> {
+        self.check_sizes()?;
+        let mut backoff = Backoff::new(self.options.policy);
+        let mut last_progress = Instant::now();
+        while !self.finished() {
+            let sent = self.send_pass()?;
+            self.producer.publish();
+            let received = self.receive_pass(false)?;
+            self.consumer.publish();
+            if sent || received {
+                backoff.reset();
+                last_progress = Instant::now();
+                continue;
+            }
+            if let Err(error) = self.check_guest_alive() {
+                self.count_outstanding_as_lost();
+                return Err(error);
+            }
+            if last_progress.elapsed() >= self.options.timeout {
+                return Err(self.mode_timeout());
+            }
+            backoff.idle();
+        }
+        self.mode_end = Some(self.last_activity);
+        Ok(())
+    }
+
+    /// Sends what the plan allows now; whether anything was sent.
+    fn send_pass(&mut self) -> Result<bool, PeerError> {
+        let mut any = false;
+        if self.plan.stream_request_pending {
+            let request = StreamRequest {
+                count: self.plan.data_in_total,
+                size: self.plan.payload as u32,
+            };
+            match proto::send_message(&mut self.producer, Op::StreamRequest, 0, &request.encode()) {
+                Ok(()) => {
+                    self.note_send();
+                    self.plan.stream_request_pending = false;
+                    any = true;
+                }
+                Err(SendError::Full) => return Ok(any),
+                Err(error) => return Err(send_error(&error)),
+            }
+        }
+        for _ in 0..BATCH {
+            if self.echo_next == self.plan.echo_total || self.in_flight.len() >= self.plan.window {
+                break;
+            }
+            let sent_at = self.counter.now();
+            if !self.send_pattern(Op::EchoRequest, self.echo_next)? {
+                break;
+            }
+            self.in_flight.push_back(InFlight {
+                seq: self.echo_next,
+                sent_at,
+            });
+            self.echo_next += 1;
+            any = true;
+        }
+        for _ in 0..BATCH {
+            if self.data_next == self.plan.data_out_total {
+                break;
+            }
+            if !self.send_pattern(Op::Data, self.data_next)? {
+                break;
+            }
+            self.data_next += 1;
+            self.data_messages += 1;
+            any = true;
+        }
+        Ok(any)
+    }
+
+    /// Writes one pattern message (not yet published); false when the ring is full.
+    fn send_pattern(&mut self, op: Op, seq: u64) -> Result<bool, PeerError> {
+        let size = self.plan.payload;
+        let mut slot = match self.producer.reserve(HEADER_LEN + size) {
+            Ok(slot) => slot,
+            Err(SendError::Full) => return Ok(false),
+            Err(error) => return Err(send_error(&error)),
+        };
+        if !proto::write_pattern_message(&mut slot, op, seq, size) {
+            return Err(PeerError::protocol(format!(
+                "a reserved slot of {} bytes did not take a {}-byte message",
+                slot.capacity(),
+                HEADER_LEN + size
+            )));
+        }
+        slot.commit();
+        self.note_send();
+        Ok(true)
+    }
+
+    fn note_send(&mut self) {
+        self.sent += 1;
+        let now = self.counter.now();
+        self.first_send.get_or_insert(now);
+        self.last_activity = now;
+    }
+
+    /// Receives and checks up to [`BATCH`] messages; whether any arrived. With `want_stats`
+    /// the pass stops at the guest's Stats message.
+    fn receive_pass(&mut self, want_stats: bool) -> Result<bool, PeerError> {
+        let mut any = false;
+        for _ in 0..BATCH {
+            let Some(incoming) = self.receive_one()? else {
+                break;
+            };
+            any = true;
+            match incoming {
+                Incoming::EchoReply { seq, verdict } => self.on_echo_reply(seq, verdict),
+                Incoming::Data { seq, verdict } => self.on_data(seq, verdict),
+                Incoming::Stats(stats) if want_stats => {
+                    match stats {
+                        Some(stats) => self.guest = Some(stats),
+                        None => self.protocol_errors += 1,
+                    }
+                    return Ok(true);
+                }
+                Incoming::Stats(_) | Incoming::Unexpected => {
+                    self.received += 1;
+                    self.protocol_errors += 1;
+                }
+            }
+        }
+        Ok(any)
+    }
+
+    /// Reads, checks and releases the next message.
+    fn receive_one(&mut self) -> Result<Option<Incoming>, PeerError> {
+        let slot = match self.consumer.read() {
+            Ok(Some(slot)) => slot,
+            Ok(None) => return Ok(None),
+            Err(error) => {
+                self.protocol_errors += 1;
+                return Err(ring_error(ErrorKind::Protocol, &error));
+            }
+        };
+        let incoming = match proto::read_header(&slot) {
+            None => Incoming::Unexpected,
+            Some(header) => match header.op() {
+                Some(Op::EchoReply) => Incoming::EchoReply {
+                    seq: header.seq,
+                    verdict: proto::verify_pattern_message(&slot),
+                },
+                Some(Op::Data) => Incoming::Data {
+                    seq: header.seq,
+                    verdict: proto::verify_pattern_message(&slot),
+                },
+                Some(Op::Stats) => {
+                    let mut payload = [0u8; STATS_LEN];
+                    let stats = (slot.len() == HEADER_LEN + STATS_LEN)
+                        .then(|| slot.read(HEADER_LEN, &mut payload))
+                        .filter(|_| proto::checksum(&payload) == header.checksum)
+                        .and_then(|_| proto::Stats::decode(&payload))
+                        .map(|stats| GuestStats {
+                            received: stats.received,
+                            sent: stats.sent,
+                            corrupted: stats.corrupted,
+                            lost: stats.lost,
+                            protocol_errors: stats.protocol_errors,
+                        });
+                    Incoming::Stats(stats)
+                }
+                _ => Incoming::Unexpected,
+            },
+        };
+        slot.release();
+        self.last_activity = self.counter.now();
+        Ok(Some(incoming))
+    }
+
+    /// Counts a bad verdict; true when the message is intact with the expected size.
+    fn check_verdict(&mut self, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Intact(header) if header.payload_len as usize == self.plan.payload => true,
+            Verdict::Intact(_) | Verdict::Corrupted(_) => {
+                self.corrupted += 1;
+                false
+            }
+            Verdict::Malformed => {
+                self.protocol_errors += 1;
+                false
+            }
+        }
+    }
+
+    fn on_echo_reply(&mut self, seq: u64, verdict: Verdict) {
+        self.received += 1;
+        let now = self.counter.now();
+        self.check_verdict(verdict);
+        // Replies come back in request order: everything in flight before `seq` was lost.
+        if !self.in_flight.iter().any(|request| request.seq == seq) {
+            // Not outstanding: a duplicate, an old reply, or one never asked for.
+            self.protocol_errors += 1;
+            return;
+        }
+        while let Some(request) = self.in_flight.pop_front() {
+            self.echo_done += 1;
+            if request.seq == seq {
+                self.rtt.record(now.wrapping_sub(request.sent_at));
+                self.data_messages += 2;
+                break;
+            }
+            self.lost += 1;
+        }
+    }
+
+    fn on_data(&mut self, seq: u64, verdict: Verdict) {
+        self.received += 1;
+        self.check_verdict(verdict);
+        if self.plan.data_in_total == 0 {
+            // Data nobody asked for.
+            self.protocol_errors += 1;
+            return;
+        }
+        self.data_in_seen += 1;
+        self.data_messages += 1;
+        match self.data_in.observe(seq) {
+            Sequence::InOrder => {}
+            Sequence::Gap(missing) => self.lost += missing,
+            Sequence::Restart | Sequence::Backwards => self.protocol_errors += 1,
+        }
+    }
+
+    /// Fails fast when the guest stopped (or its state word went bad) while we wait.
+    fn check_guest_alive(&self) -> Result<(), PeerError> {
+        match self.region.state(Role::Guest) {
+            Ok(SideState::Ready) => Ok(()),
+            Ok(state) => Err(PeerError::protocol(format!(
+                "the guest left the Ready state (now {state:?}) during the run: {}",
+                self.outstanding()
+            ))),
+            Err(error) => Err(ring_error(ErrorKind::Protocol, &error)),
+        }
+    }
+
+    fn outstanding(&self) -> String {
+        format!(
+            "{} echo replies outstanding, {} of {} data messages from the guest received, \
+             {} of {} sent",
+            self.in_flight.len() as u64 + (self.plan.echo_total - self.echo_next),
+            self.data_in.expected().min(self.plan.data_in_total),
+            self.plan.data_in_total,
+            self.data_next,
+            self.plan.data_out_total
+        )
+    }
+
+    /// The timeout error of the main loop; what never came is counted as lost.
+    fn mode_timeout(&mut self) -> PeerError {
+        let error = PeerError::timeout(format!(
+            "no progress for {:.1} s, the guest stopped answering: {}",
+            self.options.timeout.as_secs_f64(),
+            self.outstanding()
+        ));
+        self.count_outstanding_as_lost();
+        error
+    }
+
+    /// When the run ends early: requests without a reply and data never received are lost.
+    fn count_outstanding_as_lost(&mut self) {
+        self.lost += self.in_flight.len() as u64;
+        self.in_flight.clear();
+        self.lost += self
+            .plan
+            .data_in_total
+            .saturating_sub(self.data_in.expected());
+    }
+
+    /// Sends Stop, waits for the guest's Stats.
+    fn stop_guest(&mut self) -> Result<(), PeerError> {
+        let mut backoff = Backoff::new(self.options.policy);
+        let start = Instant::now();
+        loop {
+            match proto::send_message(&mut self.producer, Op::Stop, 0, &[]) {
+                Ok(()) => break,
+                Err(SendError::Full) => {}
+                Err(error) => return Err(send_error(&error)),
+            }
+            // Make room: the guest may be blocked on our full incoming ring.
+            let received = self.receive_pass(true)?;
+            self.consumer.publish();
+            if start.elapsed() >= self.options.timeout {
+                return Err(PeerError::timeout(format!(
+                    "timed out after {:.1} s sending Stop: the peer->guest ring stayed full",
+                    self.options.timeout.as_secs_f64()
+                )));
+            }
+            if !received {
+                backoff.idle();
+            }
+        }
+        backoff.reset();
+        let start = Instant::now();
+        while self.guest.is_none() {
+            let received = self.receive_pass(true)?;
+            self.consumer.publish();
+            if received {
+                backoff.reset();
+                continue;
+            }
+            if start.elapsed() >= self.options.timeout {
+                return Err(PeerError::timeout(format!(
+                    "timed out after {:.1} s waiting for the guest's Stats after Stop",
+                    self.options.timeout.as_secs_f64()
+                )));
+            }
+            backoff.idle();
+        }
+        if let Some(guest) = self.guest {
+            // The guest counts Stop among what it received: anything less means messages of
+            // ours never reached it.
+            self.lost += (self.sent + 1).saturating_sub(guest.received);
+        }
+        Ok(())
+    }
+
+    fn fill(&self, report: &mut Report) {
+        report.messages_sent = self.sent;
+        report.messages_received = self.received;
+        report.lost = self.lost;
+        report.corrupted = self.corrupted;
+        report.protocol_errors = self.protocol_errors;
+        report.rtt = self.rtt.summary();
+        report.rtt_histogram = self.rtt.histogram();
+        report.counter_hz = self.counter.frequency_hz();
+        report.max_message_bytes = self.producer.max_message_len() as u64;
+        report.guest = self.guest;
+        if let Some(first) = self.first_send {
+            let end = self.mode_end.unwrap_or(self.last_activity);
+            report.elapsed_ticks = end.saturating_sub(first);
+        }
+        if report.elapsed_ticks > 0 {
+            let seconds = report.elapsed_ticks as f64 / report.counter_hz as f64;
+            report.messages_per_second = self.data_messages as f64 / seconds;
+            report.payload_bytes_per_second =
+                (self.data_messages * self.plan.payload as u64) as f64 / seconds;
+        }
+    }
+}
+
+fn send_error(error: &SendError) -> PeerError {
+    match error {
+        SendError::Protocol(error) => ring_error(ErrorKind::Protocol, error),
+        other => PeerError::protocol(other.to_string()),
+    }
+}

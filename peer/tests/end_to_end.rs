@@ -1,0 +1,453 @@
+//! End-to-end host tests: a thread runs the ring crate's guest service, the peer logic runs
+//! ping, echo and stream against it; plus garbage in the region and the full CLI path.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use clap::Parser;
+use sramlink_peer::app;
+use sramlink_peer::backoff::BackoffPolicy;
+use sramlink_peer::cli::{Cli, Direction, Mode};
+use sramlink_peer::error::ErrorKind;
+use sramlink_peer::mapping::MappedRegion;
+use sramlink_peer::report::Report;
+use sramlink_peer::session::{self, RunOptions};
+use sramlink_ring::service::{Service, Stats};
+use sramlink_ring::{
+    AtomicMemory, Error as RingError, Geometry, Region, Role, SharedMemory, SideState,
+    VolatileMemory,
+};
+
+type HeapMemory = AtomicMemory<Arc<[AtomicU32]>>;
+
+/// Long enough never to fire in a healthy run, short enough for a failing test to end.
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn heap_memory(bytes: usize) -> HeapMemory {
+    AtomicMemory::new((0..bytes / 4).map(|_| AtomicU32::new(0)).collect())
+}
+
+/// The guest: creates the region, declares itself Ready and serves until stopped.
+fn spawn_guest<M>(memory: M) -> JoinHandle<Result<Stats, RingError>>
+where
+    M: SharedMemory + Clone + Send + 'static,
+{
+    thread::spawn(move || {
+        let geometry = Geometry::for_region(memory.len())?;
+        let region = Region::create(memory, geometry)?;
+        region.set_state(Role::Guest, SideState::Ready);
+        Service::new(region).run(thread::yield_now)
+    })
+}
+
+fn options(mode: Mode) -> RunOptions {
+    RunOptions {
+        mode,
+        timeout: TIMEOUT,
+        stop_guest: true,
+        policy: BackoffPolicy::Sleep,
+    }
+}
+
+/// Runs `mode` against a guest thread over a `bytes`-byte heap region; returns the peer's
+/// report and the guest's own counters.
+fn run_against_guest(bytes: usize, run_options: RunOptions) -> (Report, Stats) {
+    let memory = heap_memory(bytes);
+    let guest = spawn_guest(memory.clone());
+    let region = session::attach(memory, TIMEOUT, run_options.policy).expect("attach to the guest");
+    let mut report = Report::default();
+    session::run(&region, &run_options, &mut report).expect("run");
+    let guest_stats = guest.join().expect("guest thread").expect("guest service");
+    (report, guest_stats)
+}
+
+fn assert_clean(report: &Report, guest: &Stats) {
+    assert!(report.passed(), "{report:#?}");
+    assert_eq!(
+        (report.lost, report.corrupted, report.protocol_errors),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        (guest.lost, guest.corrupted, guest.protocol_errors),
+        (0, 0, 0)
+    );
+    let reported = report.guest.expect("guest stats in the report");
+    assert_eq!(reported.received, guest.received);
+    assert_eq!(reported.sent, guest.sent);
+}
+
+#[test]
+fn ping_round_trips_with_a_histogram() {
+    let (report, guest) = run_against_guest(
+        3 * 4096,
+        options(Mode::Ping {
+            count: 200,
+            size: 100,
+        }),
+    );
+    assert_clean(&report, &guest);
+    assert_eq!(report.messages_sent, 200);
+    assert_eq!(report.messages_received, 200);
+    // Stop counts on the guest's side.
+    assert_eq!(guest.received, 201);
+    assert_eq!(guest.sent, 200);
+    let rtt = report.rtt.expect("round trips");
+    assert_eq!(rtt.samples, 200);
+    assert!(rtt.min <= rtt.p50 && rtt.p50 <= rtt.p99 && rtt.p99 <= rtt.max);
+    let histogram_total: u64 = report.rtt_histogram.iter().map(|bucket| bucket.count).sum();
+    assert_eq!(histogram_total, 200);
+    assert_eq!(report.counter_hz, 1_000_000_000);
+}
+
+#[test]
+fn echo_with_a_window_wraps_the_rings() {
+    // 4 KiB rings, 1000-byte messages, 8 in flight: the rings wrap and fill many times.
+    let (report, guest) = run_against_guest(
+        3 * 4096,
+        options(Mode::Echo {
+            count: 2000,
+            size: 1000,
+            window: 8,
+        }),
+    );
+    assert_clean(&report, &guest);
+    assert_eq!(report.messages_sent, 2000);
+    assert_eq!(report.messages_received, 2000);
+    assert_eq!(report.rtt.expect("round trips").samples, 2000);
+}
+
+#[test]
+fn echo_with_odd_and_empty_payloads() {
+    for size in [0, 1, 7, 9, 2016] {
+        let (report, guest) = run_against_guest(
+            3 * 4096,
+            options(Mode::Echo {
+                count: 50,
+                size,
+                window: 3,
+            }),
+        );
+        assert_clean(&report, &guest);
+        assert_eq!(report.messages_received, 50, "size {size}");
+    }
+}
+
+#[test]
+fn stream_in_each_direction() {
+    for direction in [Direction::ToGuest, Direction::FromGuest, Direction::Both] {
+        let (report, guest) = run_against_guest(
+            3 * 4096,
+            options(Mode::Stream {
+                count: 3000,
+                size: 200,
+                direction,
+            }),
+        );
+        assert_clean(&report, &guest);
+        let (sent, received) = match direction {
+            Direction::ToGuest => (3000, 0),
+            // StreamRequest.
+            Direction::FromGuest => (1, 3000),
+            Direction::Both => (3001, 3000),
+        };
+        assert_eq!(
+            (report.messages_sent, report.messages_received),
+            (sent, received),
+            "{direction:?}"
+        );
+        assert_eq!(guest.received, sent + 1, "{direction:?}: data + Stop");
+        assert!(report.rtt.is_none());
+        assert!(report.messages_per_second > 0.0);
+    }
+}
+
+#[test]
+fn busy_poll_policy_runs_too() {
+    let mut run_options = options(Mode::Ping { count: 50, size: 8 });
+    run_options.policy = BackoffPolicy::BusyPoll;
+    let (report, guest) = run_against_guest(3 * 4096, run_options);
+    assert_clean(&report, &guest);
+}
+
+#[test]
+fn oversized_payload_is_refused_before_sending() {
+    let memory = heap_memory(3 * 4096);
+    let guest = spawn_guest(memory.clone());
+    let region = session::attach(memory, TIMEOUT, BackoffPolicy::Sleep).expect("attach");
+    let mut report = Report::default();
+    let error = session::run(
+        &region,
+        &RunOptions {
+            stop_guest: false,
+            ..options(Mode::Ping {
+                count: 1,
+                size: 4000,
+            })
+        },
+        &mut report,
+    )
+    .expect_err("4000 bytes cannot fit a 4 KiB ring");
+    assert_eq!(error.kind, ErrorKind::Usage);
+    assert!(
+        error.message.contains("--size 4000 is too large"),
+        "{error}"
+    );
+    assert_eq!(report.messages_sent, 0);
+    // The failed run marks the peer Stopped, which ends the guest's service.
+    guest.join().expect("guest thread").expect("guest service");
+}
+
+#[test]
+fn garbage_header_is_reported_not_panicked() {
+    let memory = heap_memory(3 * 4096);
+    for offset in (0..64).step_by(4) {
+        memory.store_u32(offset, 0xdead_beef);
+    }
+    let error = session::attach(memory, Duration::from_millis(50), BackoffPolicy::Sleep)
+        .expect_err("garbage is not a region");
+    assert_eq!(error.kind, ErrorKind::Timeout);
+    assert!(error.message.contains("never initialised"), "{error}");
+    assert!(
+        error.message.contains("bad magic 0xdeadbeefdeadbeef"),
+        "{error}"
+    );
+}
+
+#[test]
+fn version_mismatch_names_both_versions() {
+    let memory = heap_memory(3 * 4096);
+    let region = Region::create(
+        memory.clone(),
+        Geometry::for_region(3 * 4096).expect("geometry"),
+    )
+    .expect("create");
+    region.set_state(Role::Guest, SideState::Ready);
+    // version_major (u16) and version_minor (u16) share the word at offset 8.
+    memory.store_u32(8, 7 | (3 << 16));
+    let error = session::attach(memory, TIMEOUT, BackoffPolicy::Sleep).expect_err("version 7");
+    assert_eq!(error.kind, ErrorKind::Attach);
+    assert!(error.message.contains("region has 7.3"), "{error}");
+    assert!(error.message.contains("this side speaks 1."), "{error}");
+}
+
+#[test]
+fn garbage_in_the_ring_is_a_protocol_error() {
+    let bytes = 3 * 4096;
+    let memory = heap_memory(bytes);
+    let region = Region::create(
+        memory.clone(),
+        Geometry::for_region(bytes).expect("geometry"),
+    )
+    .expect("create");
+    region.set_state(Role::Guest, SideState::Ready);
+    let peer_region =
+        session::attach(memory.clone(), TIMEOUT, BackoffPolicy::Sleep).expect("header is valid");
+    // A "guest" that publishes a producer index claiming more bytes than the ring holds:
+    // ring 0 (guest -> peer) producer index lives at 0x80.
+    memory.store_u32(0x80, 0x7777_7778);
+    let mut report = Report::default();
+    let error = session::run(
+        &peer_region,
+        &RunOptions {
+            stop_guest: false,
+            ..options(Mode::Ping { count: 5, size: 16 })
+        },
+        &mut report,
+    )
+    .expect_err("garbage index");
+    assert_eq!(error.kind, ErrorKind::Protocol);
+    assert!(
+        error.message.contains("protocol error on ring 0"),
+        "{error}"
+    );
+    assert!(report.protocol_errors >= 1);
+    assert!(!report.passed());
+    assert_eq!(peer_region.state(Role::Peer), Ok(SideState::Stopped));
+}
+
+#[test]
+fn garbage_records_are_a_protocol_error() {
+    let bytes = 3 * 4096;
+    let memory = heap_memory(bytes);
+    let region = Region::create(
+        memory.clone(),
+        Geometry::for_region(bytes).expect("geometry"),
+    )
+    .expect("create");
+    region.set_state(Role::Guest, SideState::Ready);
+    let peer_region =
+        session::attach(memory.clone(), TIMEOUT, BackoffPolicy::Sleep).expect("header is valid");
+    // Ring 0's data area (0x1000) holds a record with an unknown kind, then the producer index
+    // (0x80) publishes it.
+    memory.store_u64(0x1000, 16 | (9 << 32));
+    memory.store_u32(0x80, 24);
+    let mut report = Report::default();
+    let error = session::run(
+        &peer_region,
+        &RunOptions {
+            stop_guest: false,
+            ..options(Mode::Stream {
+                count: 3,
+                size: 16,
+                direction: Direction::FromGuest,
+            })
+        },
+        &mut report,
+    )
+    .expect_err("bad record");
+    assert_eq!(error.kind, ErrorKind::Protocol);
+    assert!(error.message.contains("bad record"), "{error}");
+}
+
+#[test]
+fn guest_that_stops_mid_run_is_detected() {
+    let bytes = 3 * 4096;
+    let memory = heap_memory(bytes);
+    let region = Region::create(
+        memory.clone(),
+        Geometry::for_region(bytes).expect("geometry"),
+    )
+    .expect("create");
+    region.set_state(Role::Guest, SideState::Ready);
+    let peer_region =
+        session::attach(memory.clone(), TIMEOUT, BackoffPolicy::Sleep).expect("attach");
+    // Nobody serves: the guest's state says Stopped, the peer must not wait for the timeout.
+    region.set_state(Role::Guest, SideState::Stopped);
+    let mut report = Report::default();
+    let error = session::run(
+        &peer_region,
+        &RunOptions {
+            stop_guest: false,
+            ..options(Mode::Ping { count: 3, size: 8 })
+        },
+        &mut report,
+    )
+    .expect_err("guest stopped");
+    assert!(error.message.contains("left the Ready state"), "{error}");
+    assert!(!report.passed());
+}
+
+/// The whole binary path: CLI parsing, `--file` mapping of a shared file (as QEMU's RAM file),
+/// attach, run, report; the guest maps the same file separately.
+#[test]
+fn cli_over_a_shared_file() {
+    let page = 4096u64;
+    let offset = 4 * page;
+    let size = 16 * page;
+    let mut file = tempfile::NamedTempFile::new().expect("tempfile");
+    file.write_all(&vec![0u8; (offset + size + page) as usize])
+        .expect("fill");
+    let guest_mapping = MappedRegion::map_file(file.path(), offset, size).expect("guest map");
+    // SAFETY: the mapping lives until the end of this test, after the guest thread is joined;
+    // only VolatileMemory handles access it in this process.
+    let guest_memory = unsafe { VolatileMemory::new(guest_mapping.as_ptr(), guest_mapping.len()) }
+        .expect("aligned");
+    let guest = spawn_guest(guest_memory);
+    let cli = Cli::try_parse_from([
+        "sramlink-peer",
+        "--file",
+        file.path().to_str().expect("utf-8 path"),
+        "--offset",
+        &format!("{offset:#x}"),
+        "--size",
+        &size.to_string(),
+        "--json",
+        "--stop-guest",
+        "--timeout",
+        "20",
+        "echo",
+        "--count",
+        "500",
+        "--size",
+        "64",
+        "--window",
+        "4",
+    ])
+    .expect("valid command line");
+    let outcome = app::execute(&cli);
+    let guest_stats = guest.join().expect("guest thread").expect("guest service");
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    assert!(outcome.success());
+    assert_eq!(app::exit_code(&outcome), 0);
+    assert_eq!(guest_stats.sent, 500);
+    let line = outcome.report.json_line();
+    let json: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("SRAMLINK-REPORT ").expect("marker")).expect("json");
+    assert_eq!(json["mode"], "echo");
+    assert_eq!(json["messages_received"], 500);
+    assert_eq!(json["region_source"], "file");
+    assert_eq!(json["region_file_offset"], offset);
+    assert_eq!(json["region_size"], size);
+    assert_eq!(json["guest"]["sent"], 500);
+    assert!(json["rtt"]["p99"].as_u64().is_some());
+    drop(guest_mapping);
+}
+
+#[test]
+fn cli_reports_a_missing_file() {
+    let cli = Cli::try_parse_from([
+        "sramlink-peer",
+        "--file",
+        "/nonexistent/sramlink-ram",
+        "--size",
+        "0x1000",
+        "--json",
+        "ping",
+    ])
+    .expect("valid command line");
+    let outcome = app::execute(&cli);
+    assert!(!outcome.attached);
+    assert_eq!(app::exit_code(&outcome), 1);
+    let error = outcome.error.expect("error");
+    assert_eq!(error.message, "no such file: /nonexistent/sramlink-ram");
+    assert!(
+        outcome
+            .report
+            .json_line()
+            .contains("\"error\":\"no such file")
+    );
+}
+
+#[test]
+fn cli_refuses_a_base_outside_the_device_tree() {
+    let tree = tempfile::tempdir().expect("tempdir");
+    let node = tree.path().join("sram@7f000000");
+    std::fs::create_dir(&node).expect("node");
+    std::fs::write(node.join("compatible"), b"mmio-sram\0").expect("compatible");
+    let reg: Vec<u8> = [0u32, 0x7f00_0000, 0, 0x100_0000]
+        .iter()
+        .flat_map(|cell| cell.to_be_bytes())
+        .collect();
+    std::fs::write(node.join("reg"), reg).expect("reg");
+    std::fs::write(tree.path().join("#address-cells"), 2u32.to_be_bytes()).expect("cells");
+    std::fs::write(tree.path().join("#size-cells"), 2u32.to_be_bytes()).expect("cells");
+    let cli = Cli::try_parse_from([
+        "sramlink-peer",
+        "--base",
+        "0x40000000",
+        "--size",
+        "0x1000000",
+        "--device-tree",
+        tree.path().to_str().expect("utf-8 path"),
+        "ping",
+    ])
+    .expect("valid command line");
+    let outcome = app::execute(&cli);
+    let error = outcome.error.expect("refused");
+    assert_eq!(error.kind, ErrorKind::Region);
+    assert!(
+        error
+            .message
+            .contains("refusing to map 0x40000000+0x1000000"),
+        "{error}"
+    );
+    assert!(
+        error
+            .message
+            .contains("0x7f000000+0x1000000 (/sram@7f000000)"),
+        "{error}"
+    );
+}
