@@ -7,14 +7,16 @@
 //! - [`shared_region`]: whether the region can be used, with a precise reason when not;
 //! - [`paging`]: the translation-table builder and walker;
 //! - [`memory_map`]: which ranges the guest maps and how;
-//! - [`range`]: physical address ranges.
+//! - [`range`]: physical address ranges;
+//! - [`backoff`]: when the idle serving loop spins and when it waits for an event.
 #![cfg_attr(not(test), no_std)]
 
+pub mod backoff;
 pub mod devicetree;
 pub mod memory_map;
 pub mod paging;
 pub mod range;
-// pub mod shared_region;
+pub mod shared_region;
 
 #[cfg(test)]
 mod fdt_writer;

@@ -247,7 +247,7 @@ impl<'pool> PageTables<'pool> {
     /// The pool's address range (for cache maintenance before the walker reads it).
     pub fn pool_range(&self) -> PhysRange {
         let start = self.table_address(0);
-        let bytes = (self.pool.len() * core::mem::size_of::<Table>()) as u64;
+        let bytes = core::mem::size_of_val(self.pool) as u64;
         PhysRange::from_base_size(start, bytes).unwrap_or(PhysRange::EMPTY)
     }
 

@@ -1,0 +1,111 @@
+//! Idle backoff for the serving loop: poll hot for a short while, then wait for events.
+//!
+//! [`sramlink_ring::service::Service::run`] calls its idle hook after every pass that found
+//! nothing to do. Right after traffic the next message is probably close, so the first
+//! [`SPIN_PASSES`] idle passes only pause briefly (`spin_loop`) and poll again; after that each
+//! idle pass waits for an event (`wfe`), which yields the CPU under Xen and QEMU and sleeps
+//! until the timer's event stream on hardware, so the loop never spins flat out forever.
+//!
+//! The hook cannot see whether the passes between two idle calls did work, so it infers it
+//! from time: when more than [`RESET_MICROSECONDS`] passed between returning from one idle call
+//! and entering the next, that pass did work (an empty pass is far shorter), and the streak of
+//! idle passes starts over.
+
+/// Idle passes that only spin before passes start waiting for events.
+pub const SPIN_PASSES: u32 = 256;
+/// A pass longer than this (between two idle calls) counts as having done work.
+pub const RESET_MICROSECONDS: u64 = 20;
+
+/// How an idle pass should pause.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Pause {
+    /// A short CPU-relax pause, then poll again.
+    Spin,
+    /// Wait for an event (`wfe`).
+    WaitForEvent,
+}
+
+/// Idle-pass bookkeeping, driven by counter readings.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    reset_ticks: u64,
+    streak: u32,
+    last_return: Option<u64>,
+}
+
+impl Backoff {
+    /// A backoff for a counter running at `counter_hz`.
+    pub fn new(counter_hz: u64) -> Self {
+        Backoff {
+            reset_ticks: (counter_hz / (1_000_000 / RESET_MICROSECONDS)).max(1),
+            streak: 0,
+            last_return: None,
+        }
+    }
+
+    /// Called on entering an idle pass at counter value `now`: how to pause.
+    pub fn pause(&mut self, now: u64) -> Pause {
+        match self.last_return {
+            Some(last) if now.wrapping_sub(last) <= self.reset_ticks => {}
+            _ => self.streak = 0,
+        }
+        if self.streak < SPIN_PASSES {
+            self.streak += 1;
+            Pause::Spin
+        } else {
+            Pause::WaitForEvent
+        }
+    }
+
+    /// Called when the pause is over, at counter value `now`.
+    pub fn resumed(&mut self, now: u64) {
+        self.last_return = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HZ: u64 = 62_500_000;
+
+    #[test]
+    fn spins_first_then_waits_while_idle() {
+        let mut backoff = Backoff::new(HZ);
+        let mut now = 1_000;
+        for pass in 0..SPIN_PASSES + 10 {
+            let expected = if pass < SPIN_PASSES {
+                Pause::Spin
+            } else {
+                Pause::WaitForEvent
+            };
+            assert_eq!(backoff.pause(now), expected, "pass {pass}");
+            // A waiting pass may sleep long; the next empty pass still follows right away.
+            now += if expected == Pause::WaitForEvent {
+                10 * HZ / 1000
+            } else {
+                10
+            };
+            backoff.resumed(now);
+            now += 10;
+        }
+    }
+
+    #[test]
+    fn a_long_pass_restarts_the_spin_phase() {
+        let mut backoff = Backoff::new(HZ);
+        let mut now = 0;
+        for _ in 0..SPIN_PASSES {
+            backoff.pause(now);
+            backoff.resumed(now);
+        }
+        assert_eq!(backoff.pause(now), Pause::WaitForEvent);
+        backoff.resumed(now);
+        // 20 µs at 62.5 MHz is 1250 ticks: a 2000-tick pass did work.
+        now += 2_000;
+        assert_eq!(backoff.pause(now), Pause::Spin);
+        backoff.resumed(now);
+        now += 1_000;
+        assert_eq!(backoff.pause(now), Pause::Spin);
+    }
+}
