@@ -3,6 +3,7 @@
 use sramlink_ring::VolatileMemory;
 
 use crate::cli::{Cli, Direction, Mode, RegionSource};
+use crate::counter::Counter;
 use crate::devicetree::{DeviceTreeRegions, PhysRange};
 use crate::error::{ErrorKind, PeerError};
 use crate::mapping::MappedRegion;
@@ -62,6 +63,7 @@ fn initial_report(cli: &Cli) -> Report {
         count,
         payload_bytes,
         window,
+        counter_hz: Counter::new().frequency_hz(),
         idle_policy: if cli.busy_poll { "busy-poll" } else { "sleep" },
         ..Report::default()
     }
