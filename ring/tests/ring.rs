@@ -650,3 +650,68 @@ fn random_garbage_never_panics() {
     // The garbage did cause errors (the test exercises the validation paths).
     assert!(outcomes.iter().sum::<usize>() > 100, "{outcomes:?}");
 }
+
+// ---- The worked examples of docs/ABI.md §8 ------------------------------------------------
+
+fn hex_line(memory: &HeapMemory, offset: usize) -> String {
+    (offset..offset + 16)
+        .step_by(4)
+        .flat_map(|at| memory.load_u32(at).to_le_bytes())
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn abi_worked_example() {
+    let geometry = Geometry::for_region(0x100_0000).unwrap();
+    let memory = heap_memory(0x100_0000);
+    let guest = Region::create(memory.clone(), geometry).unwrap();
+    guest.set_state(Role::Guest, SideState::Ready);
+    let (mut producer, _) = guest.endpoints(Role::Guest);
+    producer.send(b"hello").unwrap();
+    let expected = [
+        (0x00, "53 52 41 4d 4c 49 4e 4b 01 00 00 00 80 01 00 00"),
+        (0x10, "00 00 00 01 00 00 00 00 02 00 00 00 00 00 00 00"),
+        (0x20, "00 10 00 00 00 00 00 00 00 00 40 00 00 00 00 00"),
+        (0x30, "00 10 40 00 00 00 00 00 00 00 40 00 00 00 00 00"),
+        (0x40, "01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"),
+        (0x80, "10 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"),
+        (0xc0, "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"),
+        (0x1000, "05 00 00 00 00 00 00 00 68 65 6c 6c 6f 00 00 00"),
+    ];
+    for (offset, line) in expected {
+        assert_eq!(hex_line(&memory, offset), line, "at {offset:#x}");
+    }
+    let (_, mut consumer) = Region::attach(memory.clone())
+        .unwrap()
+        .endpoints(Role::Peer);
+    let mut buf = [0u8; 8];
+    assert_eq!(consumer.recv(&mut buf), Ok(Some(5)));
+    assert_eq!(memory.load_u32(0xc0), 0x10);
+
+    use sramlink_ring::proto::{self, Header, Op, StreamRequest};
+    let mut payload = [0u8; 12];
+    proto::fill_payload(1, &mut payload);
+    let mut message = Header::for_payload(Op::EchoRequest, 1, &payload)
+        .encode()
+        .to_vec();
+    message.extend_from_slice(&payload);
+    let hex: Vec<String> = message.iter().map(|byte| format!("{byte:02x}")).collect();
+    assert_eq!(
+        hex.join(" "),
+        "01 00 00 00 0c 00 00 00 01 00 00 00 00 00 00 00 65 36 14 c4 00 00 00 00 \
+         a8 79 a4 e5 71 78 20 75 3b 77 fe 4b"
+    );
+    assert_eq!(proto::pattern_word(1, 1), 0x4C09_772A_4BFE_773B);
+    let request = StreamRequest {
+        count: 1000,
+        size: 4096,
+    }
+    .encode();
+    assert_eq!(
+        request,
+        [0xe8, 3, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(proto::checksum(&request), 0x8CB7_42DE);
+}
