@@ -59,11 +59,15 @@ pub struct NodeRange {
     pub path: String,
     /// The decoded `reg` entry.
     pub range: PhysRange,
+    /// The node's `status` is absent, `"okay"` or `"ok"` (Xen writes `"disabled"` into the
+    /// nodes it keeps from dom0, e.g. with `xen,passthrough`).
+    pub enabled: bool,
 }
 
 impl fmt::Display for NodeRange {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{} ({})", self.range, self.path)
+        let disabled = if self.enabled { "" } else { ", disabled" };
+        write!(formatter, "{} ({}{disabled})", self.range, self.path)
     }
 }
 
@@ -100,6 +104,7 @@ impl DeviceTreeRegions {
                         regions.reserved.push(NodeRange {
                             path: path.clone(),
                             range,
+                            enabled: true,
                         });
                     }
                 }
@@ -109,9 +114,21 @@ impl DeviceTreeRegions {
     }
 
     /// The single `mmio-sram` range to use when neither `--file` nor `--base` was given.
+    /// Disabled nodes are skipped (and named in the error when nothing else is left).
     pub fn discover(&self) -> Result<NodeRange, PeerError> {
-        match self.sram.as_slice() {
+        let enabled: Vec<NodeRange> = self
+            .sram
+            .iter()
+            .filter(|node| node.enabled)
+            .cloned()
+            .collect();
+        match enabled.as_slice() {
             [only] => Ok(only.clone()),
+            [] if !self.sram.is_empty() => Err(PeerError::region(format!(
+                "every \"{MMIO_SRAM}\" node in the device tree is disabled ({}): the range was \
+                 not given to this domain (xen,passthrough?); pass --base ADDR --size N to map it anyway",
+                list(&self.sram)
+            ))),
             [] => Err(PeerError::region(format!(
                 "no node with compatible \"{MMIO_SRAM}\" in the device tree; pass --base ADDR --size N \
                  (reserved-memory ranges: {})",
@@ -187,10 +204,17 @@ fn walk(
                     "device-tree node {child_path} is \"{MMIO_SRAM}\" but has no reg property"
                 ))
             })?;
+            let enabled = read_property(&child_dir.join("status"))?.is_none_or(|status| {
+                matches!(
+                    status.strip_suffix(b"\0").unwrap_or(&status),
+                    b"okay" | b"ok"
+                )
+            });
             for range in decode_reg(&reg, cells, &child_path)? {
                 regions.sram.push(NodeRange {
                     path: child_path.clone(),
                     range,
+                    enabled,
                 });
             }
         }
@@ -447,6 +471,29 @@ mod tests {
             .expect_err("two nodes");
         assert!(error.message.contains("/sram@50000000"), "{error}");
         assert!(error.message.contains("/sram@7f000000"), "{error}");
+    }
+
+    #[test]
+    fn disabled_nodes_are_skipped() {
+        let tree = qemu_tree();
+        tree.property("/sram@50000000", "compatible", b"mmio-sram\0");
+        tree.property("/sram@50000000", "status", b"disabled\0");
+        tree.reg("/sram@50000000", &[0, 0x5000_0000, 0, 0x1000]);
+        tree.property("/sram@7f000000", "status", b"okay\0");
+        let regions = tree.scan().expect("scan");
+        assert_eq!(regions.sram.len(), 2);
+        assert_eq!(regions.discover().expect("one enabled").range, REGION);
+        tree.property("/sram@7f000000", "status", b"disabled\0");
+        let error = tree
+            .scan()
+            .expect("scan")
+            .discover()
+            .expect_err("all disabled");
+        assert!(error.message.contains("disabled"), "{error}");
+        assert!(
+            error.message.contains("/sram@7f000000, disabled"),
+            "{error}"
+        );
     }
 
     #[test]
