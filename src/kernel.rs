@@ -37,9 +37,9 @@ use crate::arch::{cpu, layout, mmu, psci, timer};
 use crate::console;
 use crate::pl011::{Pl011, Writer};
 
-/// Translation tables available: root, L2s and L3s. The bare-QEMU map needs 6 (root, two L2,
-/// three L3: UART, image, and a ragged RAM or region end); the rest is headroom for platforms
-/// with more banks and reserved holes.
+/// Translation tables available: root, L2s and L3s. The bare-QEMU map needs 5 (root; L2s for
+/// the first and second GiB; L3s for the UART page and for the image's sections and guard
+/// pages); the rest is headroom for ragged RAM banks, reserved holes and unaligned regions.
 const TABLE_POOL_TABLES: usize = 32;
 
 /// The UART used only when the device tree cannot be read at all, to say so: QEMU `virt`'s

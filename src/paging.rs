@@ -48,7 +48,7 @@ const DESCRIPTOR_VALID: u64 = 1 << 0;
 const DESCRIPTOR_TABLE_OR_PAGE: u64 = 1 << 1;
 const ATTR_INDEX_SHIFT: u64 = 2;
 const ATTR_INDEX_MASK: u64 = 0b111 << ATTR_INDEX_SHIFT;
-/// AP[2]: read-only. AP[1] stays 0: no EL0 access.
+/// `AP[2]`: read-only. `AP[1]` stays 0: no EL0 access.
 const AP_READ_ONLY: u64 = 1 << 7;
 /// SH = 0b11: inner shareable.
 const SH_INNER_SHAREABLE: u64 = 0b11 << 8;
@@ -56,9 +56,9 @@ const SH_INNER_SHAREABLE: u64 = 0b11 << 8;
 const ACCESS_FLAG: u64 = 1 << 10;
 const PRIVILEGED_EXECUTE_NEVER: u64 = 1 << 53;
 const UNPRIVILEGED_EXECUTE_NEVER: u64 = 1 << 54;
-/// Output address bits [47:12].
+/// Output address bits 47:12.
 const OUTPUT_ADDRESS_MASK: u64 = 0x0000_ffff_ffff_f000;
-/// Every attribute bit of a block or page descriptor (lower [11:2], upper [63:52]).
+/// Every attribute bit of a block or page descriptor (lower 11:2, upper 63:52).
 const LEAF_ATTRIBUTE_MASK: u64 = 0xfff0_0000_0000_0ffc;
 
 /// One translation table: 512 descriptors, 4 KiB aligned as the walker requires.

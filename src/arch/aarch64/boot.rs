@@ -2,7 +2,7 @@
 //!
 //! Boot flow: `_start` (Image header, boot CPU only, EL2 → EL1, FP on, vectors, stacks, BSS) →
 //! [`_start_rust`] → [`crate::kernel::kernel_init`] (MMU off: device tree, page tables, MMU on)
-//! → [`crate::kernel::kernel_main`] (safe code: console, shared region, serving loop, stop).
+//! → `kernel_main` (safe code: console, shared region, serving loop, stop).
 
 use core::arch::global_asm;
 
