@@ -255,9 +255,9 @@ impl<M: SharedMemory> WriteSlot<'_, M> {
         }
         let mut words = source.chunks_exact(8);
         for word in &mut words {
-            let value = u64::from_le_bytes([
-                word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
-            ]);
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(word);
+            let value = u64::from_le_bytes(bytes);
             self.memory().store_u64(payload + self.written, value);
             self.written += 8;
         }
