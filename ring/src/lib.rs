@@ -8,7 +8,8 @@
 //! # Contract
 //!
 //! - Exactly one [`Producer`] and one [`Consumer`] per ring (one per side and direction), as
-//!   handed out by [`Region::endpoints`]. Neither is `Sync`; each may move to another thread.
+//!   handed out by [`Region::endpoints`]. Their operations take `&mut self`; each may move
+//!   to another thread when the memory handle is `Send`.
 //! - [`Producer::send`] returns [`SendError::Full`] when the message does not fit *now*;
 //!   [`Consumer::recv`] returns `Ok(None)` when nothing is published. Neither blocks.
 //! - Full/empty encoding: free-running `u32` byte indices, masked by `size - 1`;
