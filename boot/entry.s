@@ -21,6 +21,14 @@ _start:
 .L_entry:
     mov     x19, x0                     // keep the DTB address for Rust (callee-saved register)
 
+    // The kernel is linked at one address (static relocation model: vtables and function
+    // pointers are absolute). If a loader ignored text_offset and put it elsewhere, no Rust
+    // code can run safely: park rather than jump into garbage.
+    adr     x1, _start                  // where we run
+    ldr     x2, =_start                 // where we are linked
+    cmp     x1, x2
+    b.ne    .L_park
+
     // Only the boot CPU runs the kernel. QEMU and Xen start just CPU 0 (the others wait for
     // PSCI CPU_ON); any other CPU that arrives here parks.
     mrs     x1, mpidr_el1
