@@ -221,3 +221,50 @@ fn shared_memory_garbage_ends_the_service_with_an_error() {
     let error = peer.guest.join().unwrap().unwrap_err();
     assert!(matches!(error, Error::BadState { .. }), "{error}");
 }
+
+#[test]
+fn stop_waits_for_the_stream_to_finish() {
+    let mut peer = start(1024);
+    let request = StreamRequest {
+        count: 50,
+        size: 100,
+    };
+    peer.send(Op::StreamRequest, 0, &request.encode());
+    peer.send(Op::Stop, 0, &[]);
+    for seq in 0..50 {
+        let (header, payload) = peer.recv();
+        check_pattern_message(&header, &payload, Op::Data, seq, 100);
+    }
+    let (header, payload) = peer.recv();
+    assert_eq!(header.op(), Some(Op::Stats));
+    let stats = Stats::decode(&payload).unwrap();
+    assert_eq!((stats.received, stats.sent), (2, 50));
+    assert_eq!(peer.guest.join().unwrap(), Ok(stats));
+}
+
+#[test]
+fn idle_hook_runs_when_there_is_nothing_to_do() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let (guest, peer) = linked_pair(256);
+    let idles = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&idles);
+    let guest = thread::spawn(move || {
+        Service::new(guest).run(|| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            thread::yield_now();
+        })
+    });
+    // Wait until the service has gone idle at least once, then stop it via the state word.
+    // (Bounded, so that a service that never idles fails the test instead of hanging it.)
+    for _ in 0..10_000_000 {
+        if idles.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        thread::yield_now();
+    }
+    assert!(idles.load(Ordering::Relaxed) > 0, "the idle hook never ran");
+    peer.set_state(Role::Peer, SideState::Stopped);
+    assert_eq!(guest.join().unwrap(), Ok(Stats::default()));
+}
