@@ -19,8 +19,9 @@
 //!   with several, `/chosen/sramlink,region = "/path/to/node"` picks one. The boolean property
 //!   `sramlink,cacheable` on the node asks for a Normal write-back mapping.
 //!
-//! Limitation: addresses are not translated through a parent bus' non-empty `ranges`; the
-//! region's parents must map 1:1 (empty `ranges;`, as Xen's `passthrough` node has).
+//! Addresses are translated to CPU physical addresses through every ancestor bus' `ranges`
+//! (empty `ranges;`, as Xen's `passthrough` node has, is 1:1). A bus without `ranges` is
+//! taken as 1:1 too, leniently: the Xen wiki's `passthrough` example omits it.
 
 // Errors carry the offending node's path in a fixed-capacity string (no allocator), so they
 // are larger than clippy likes; they are built at most once per boot, never on a hot path.
@@ -154,6 +155,20 @@ pub enum RegProblem {
         /// Entries found.
         entries: usize,
     },
+    /// An ancestor bus' `ranges` does not cover the address.
+    OutsideRanges {
+        /// The address in the bus' child address space.
+        address: u64,
+        /// Which ancestor: 1 = the parent.
+        levels_up: usize,
+    },
+    /// An ancestor bus' `ranges` cannot be decoded with its cell counts.
+    BadRanges {
+        /// Length of `ranges` in bytes.
+        bytes: usize,
+        /// Which ancestor: 1 = the parent.
+        levels_up: usize,
+    },
     /// `address + size` does not fit in 64 bits.
     Overflow {
         /// Address cell value.
@@ -236,6 +251,14 @@ fn parent_of(path: &str) -> &str {
     }
 }
 
+/// The ancestor `levels_up` levels above `path`.
+fn ancestor_of(mut path: &str, levels_up: usize) -> &str {
+    for _ in 0..levels_up {
+        path = parent_of(path);
+    }
+    path
+}
+
 impl fmt::Display for DtError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -309,6 +332,18 @@ impl fmt::Display for DtError {
                     RegProblem::EntryCount { entries } => write!(
                         f,
                         "{path}: reg has {entries} (address, size) entries, expected exactly 1"
+                    ),
+                    RegProblem::OutsideRanges { address, levels_up } => write!(
+                        f,
+                        "{path}: address {address:#x} is outside every entry of the ranges \
+                         property of {}",
+                        ancestor_of(path, *levels_up)
+                    ),
+                    RegProblem::BadRanges { bytes, levels_up } => write!(
+                        f,
+                        "{path}: the ranges property of {} ({bytes} bytes) does not fit its \
+                         #address-cells/#size-cells and its parent's #address-cells",
+                        ancestor_of(path, *levels_up)
                     ),
                     RegProblem::Overflow { address, size } => write!(
                         f,
@@ -409,6 +444,7 @@ struct NodeInfo<'a> {
     compatible: &'a [u8],
     device_type: Option<&'a str>,
     reg: Option<&'a [u8]>,
+    ranges: Option<&'a [u8]>,
     cells: Cells,
     method: Option<&'a str>,
     cacheable: bool,
@@ -421,6 +457,7 @@ impl<'a> NodeInfo<'a> {
             compatible: &[],
             device_type: None,
             reg: None,
+            ranges: None,
             cells: Cells::DEFAULT,
             method: None,
             cacheable: false,
@@ -433,6 +470,7 @@ impl<'a> NodeInfo<'a> {
                 "compatible" => info.compatible = property.value,
                 "device_type" => info.device_type = property.as_str(),
                 "reg" => info.reg = Some(property.value),
+                "ranges" => info.ranges = Some(property.value),
                 "#address-cells" => address_cells = be_u32(property.value),
                 "#size-cells" => size_cells = be_u32(property.value),
                 "method" => info.method = property.as_str(),
@@ -510,6 +548,62 @@ fn decode_single_reg(reg: Option<&[u8]>, cells: Cells) -> Result<PhysRange, RegP
     first
 }
 
+/// A bus between a node and the root: how its children's addresses map to its own.
+struct Bus<'b, 'a> {
+    /// Its `ranges`: `None` when absent, empty for 1:1.
+    ranges: Option<&'a [u8]>,
+    /// Its own `#address-cells`/`#size-cells` (its children's address space).
+    cells: Cells,
+    /// Its parent's `#address-cells` (the space `ranges` maps into).
+    parent_address_cells: u32,
+    /// The next bus towards the root (`None` below the root).
+    outer: Option<&'b Bus<'b, 'a>>,
+}
+
+/// Translates `range` from the child address space of `bus` to a CPU physical address.
+fn translate(range: PhysRange, mut bus: Option<&Bus<'_, '_>>) -> Result<PhysRange, RegProblem> {
+    let mut address = range.start();
+    let mut levels_up = 1;
+    while let Some(current) = bus {
+        if let Some(ranges) = current.ranges.filter(|ranges| !ranges.is_empty()) {
+            let (child, parent, size) = (
+                current.cells.address,
+                current.parent_address_cells,
+                current.cells.size,
+            );
+            let entry_bytes = (child + parent + size) as usize * 4;
+            if ![child, parent, size]
+                .iter()
+                .all(|cells| (1..=2).contains(cells))
+                || ranges.len() % entry_bytes != 0
+            {
+                return Err(RegProblem::BadRanges {
+                    bytes: ranges.len(),
+                    levels_up,
+                });
+            }
+            address = ranges
+                .chunks_exact(entry_bytes)
+                .find_map(|entry| {
+                    let child_base = read_cells(entry, child);
+                    let parent_base = read_cells(&entry[child as usize * 4..], parent);
+                    let length = read_cells(&entry[(child + parent) as usize * 4..], size);
+                    let offset = address.checked_sub(child_base)?;
+                    (offset.checked_add(range.size())? <= length)
+                        .then(|| parent_base.checked_add(offset))
+                        .flatten()
+                })
+                .ok_or(RegProblem::OutsideRanges { address, levels_up })?;
+        }
+        bus = current.outer;
+        levels_up += 1;
+    }
+    PhysRange::from_base_size(address, range.size()).ok_or(RegProblem::Overflow {
+        address,
+        size: range.size(),
+    })
+}
+
 struct RegionCandidate {
     path: NodePath,
     reg: Result<PhysRange, RegProblem>,
@@ -551,6 +645,7 @@ impl<'a> Discovery<'a> {
         node: FdtNode<'_, 'a>,
         path: &str,
         parent_cells: Cells,
+        bus: Option<&Bus<'_, 'a>>,
         depth: usize,
     ) -> Result<(), DtError> {
         if depth > MAX_DEPTH {
@@ -601,7 +696,9 @@ impl<'a> Discovery<'a> {
             // A reserved-memory child without reg is a dynamic allocation request: nothing fixed.
             if let Some(reg) = info.reg {
                 for entry in decode_reg(reg, parent_cells).map_err(reg_error_here)? {
-                    let range = entry.map_err(reg_error_here)?;
+                    let range = entry
+                        .and_then(|range| translate(range, bus))
+                        .map_err(reg_error_here)?;
                     self.reserved.push(range).map_err(|_| DtError::TooMany {
                         what: "reserved-memory ranges",
                         limit: MAX_RESERVED_RANGES,
@@ -617,6 +714,7 @@ impl<'a> Discovery<'a> {
                     .and_then(|mut entries| {
                         entries.next().ok_or(()).and_then(|e| e.map_err(|_| ()))
                     })
+                    .and_then(|registers| translate(registers, bus).map_err(|_| ()))
                 {
                     let _ = self.uarts.push(UartCandidate {
                         path: path_owned.clone(),
@@ -637,14 +735,23 @@ impl<'a> Discovery<'a> {
             self.region_count += 1;
             let _ = self.regions.push(RegionCandidate {
                 path: path_owned.clone(),
-                reg: decode_single_reg(info.reg, parent_cells),
+                reg: decode_single_reg(info.reg, parent_cells)
+                    .and_then(|range| translate(range, bus)),
                 cacheable: info.cacheable,
             });
         }
 
+        // The root's children need no translation; any other node is a bus for its children.
+        let child_bus = Bus {
+            ranges: info.ranges,
+            cells: info.cells,
+            parent_address_cells: parent_cells.address,
+            outer: bus,
+        };
+        let child_bus = (depth > 0).then_some(&child_bus);
         for child in node.children() {
             let path = child_path(path, child.name);
-            self.visit(child, &path, info.cells, depth + 1)?;
+            self.visit(child, &path, info.cells, child_bus, depth + 1)?;
         }
         Ok(())
     }
@@ -749,7 +856,7 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DtError> {
         chosen_region: None,
     };
     // The root's own reg (none) would use the defaults; its children use its cells.
-    discovery.visit(root, "/", Cells::DEFAULT, 0)?;
+    discovery.visit(root, "/", Cells::DEFAULT, None, 0)?;
     if discovery.memory.is_empty() {
         return Err(DtError::NoMemory);
     }
@@ -927,6 +1034,56 @@ mod tests {
         assert_eq!(
             message,
             "/sram@7f000000: reg has 2 (address, size) entries, expected exactly 1"
+        );
+    }
+
+    #[test]
+    fn addresses_are_translated_through_every_ancestor_ranges() {
+        let blob = guest_tree(|writer| {
+            // /soc: child 0x0 -> CPU 0x7000_0000 (16 MiB window); /soc/bus: 1:1 (empty ranges);
+            // /soc/bus/sram@f000000 reg 0x0f00_0000 -> CPU 0x7f00_0000.
+            writer
+                .begin("soc")
+                .cells("#address-cells", &[1])
+                .cells("#size-cells", &[1]);
+            writer.cells("ranges", &[0x0, 0x0, 0x7000_0000, 0x1000_0000]);
+            writer
+                .begin("bus")
+                .cells("#address-cells", &[1])
+                .cells("#size-cells", &[1]);
+            writer.property("ranges", &[]);
+            writer
+                .begin("sram@f000000")
+                .string("compatible", "mmio-sram");
+            writer.cells("reg", &[0x0f00_0000, 0x100_0000]).end();
+            writer.end().end();
+        });
+        let region = discover(&blob).unwrap().region.unwrap();
+        assert_eq!(region.range, range(0x7f00_0000, 0x8000_0000));
+    }
+
+    #[test]
+    fn addresses_outside_ranges_are_reported() {
+        let blob = guest_tree(|writer| {
+            writer
+                .begin("soc")
+                .cells("#address-cells", &[1])
+                .cells("#size-cells", &[1]);
+            writer.cells("ranges", &[0x0, 0x0, 0x7000_0000, 0x100_0000]);
+            writer
+                .begin("bus")
+                .cells("#address-cells", &[1])
+                .cells("#size-cells", &[1]);
+            writer
+                .begin("sram@f000000")
+                .string("compatible", "mmio-sram");
+            writer.cells("reg", &[0x0f00_0000, 0x100_0000]).end();
+            writer.end().end();
+        });
+        assert_eq!(
+            discover(&blob).unwrap().region.unwrap_err().to_string(),
+            "/soc/bus/sram@f000000: address 0xf000000 is outside every entry of the ranges \
+             property of /soc"
         );
     }
 
