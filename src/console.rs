@@ -24,8 +24,10 @@ static CONSOLE: Once<Console> = Once::new();
 ///
 /// The UART's register window is mapped as Device memory for the rest of the kernel's life.
 pub unsafe fn init(uart: &Uart) {
+    let Some(base) = NonNull::new(uart.registers.start() as *mut u8) else {
+        return;
+    };
     CONSOLE.call_once(|| {
-        let base = NonNull::new(uart.registers.start() as *mut u8).unwrap_or(NonNull::dangling());
         // SAFETY: forwarded from this function's contract; the device tree says what it is.
         let uart = unsafe { Pl011::new(base, uart.kind) };
         uart.init();

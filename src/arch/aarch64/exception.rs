@@ -39,7 +39,8 @@ fn exception_class(class: u64) -> &'static str {
 }
 
 /// Called by `boot/vectors.s` on the exception stack (SP_EL1) for every exception taken from
-/// normal execution.
+/// normal execution. Before the console exists (MMU still off) the report cannot be printed,
+/// and before the PSCI conduit is recorded the CPU parks instead of powering off.
 #[unsafe(no_mangle)]
 extern "C" fn sramlink_exception(kind: u64) -> ! {
     let esr = ESR_EL1.get();
