@@ -25,7 +25,7 @@ pub const STREAM_REQUEST_LEN: usize = 16;
 /// Payload size of [`Op::Stats`].
 pub const STATS_LEN: usize = 40;
 /// Size of the stack buffer used to move payloads in pieces.
-const CHUNK: usize = 256;
+pub(crate) const CHUNK: usize = 256;
 
 /// Message operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,26 +141,48 @@ pub fn pattern_word(seq: u64, index: u64) -> u64 {
 
 /// Fills `buf` with payload bytes `offset..offset + buf.len()` of message `seq`'s pattern.
 pub fn fill_payload_at(seq: u64, offset: usize, buf: &mut [u8]) {
-    for (position, byte) in (offset..).zip(buf.iter_mut()) {
-        *byte = pattern_word(seq, (position / 8) as u64).to_le_bytes()[position % 8];
+    let lead = ((8 - offset % 8) % 8).min(buf.len());
+    let (head, body) = buf.split_at_mut(lead);
+    for (position, byte) in (offset..).zip(head.iter_mut()) {
+        *byte = pattern_byte(seq, position);
     }
+    let mut index = ((offset + lead) / 8) as u64;
+    let mut words = body.chunks_exact_mut(8);
+    for word in &mut words {
+        word.copy_from_slice(&pattern_word(seq, index).to_le_bytes());
+        index += 1;
+    }
+    let tail = pattern_word(seq, index).to_le_bytes();
+    let rest = words.into_remainder();
+    let count = rest.len();
+    rest.copy_from_slice(&tail[..count]);
 }
 
 /// Fills `buf` with the payload pattern of message `seq` (from payload byte 0).
 pub fn fill_payload(seq: u64, buf: &mut [u8]) {
-    let mut words = buf.chunks_exact_mut(8);
-    for (index, word) in (0u64..).zip(&mut words) {
-        word.copy_from_slice(&pattern_word(seq, index).to_le_bytes());
-    }
-    let done = buf.len() & !7;
-    fill_payload_at(seq, done, &mut buf[done..]);
+    fill_payload_at(seq, 0, buf);
 }
 
 /// Whether `chunk` equals payload bytes `offset..offset + chunk.len()` of `seq`'s pattern.
 pub fn check_payload_at(seq: u64, offset: usize, chunk: &[u8]) -> bool {
-    (offset..).zip(chunk).all(|(position, byte)| {
-        *byte == pattern_word(seq, (position / 8) as u64).to_le_bytes()[position % 8]
-    })
+    let lead = ((8 - offset % 8) % 8).min(chunk.len());
+    let (head, body) = chunk.split_at(lead);
+    if !(offset..)
+        .zip(head)
+        .all(|(position, byte)| *byte == pattern_byte(seq, position))
+    {
+        return false;
+    }
+    let mut index = ((offset + lead) / 8) as u64;
+    let mut words = body.chunks_exact(8);
+    for word in &mut words {
+        if *word != pattern_word(seq, index).to_le_bytes() {
+            return false;
+        }
+        index += 1;
+    }
+    let rest = words.remainder();
+    *rest == pattern_word(seq, index).to_le_bytes()[..rest.len()]
 }
 
 /// Whether `payload` is exactly the pattern of message `seq`.
@@ -168,10 +190,26 @@ pub fn check_payload(seq: u64, payload: &[u8]) -> bool {
     check_payload_at(seq, 0, payload)
 }
 
+/// Payload byte `position` of message `seq`'s pattern.
+pub fn pattern_byte(seq: u64, position: usize) -> u8 {
+    pattern_word(seq, (position / 8) as u64).to_le_bytes()[position % 8]
+}
+
+/// An 8-aligned scratch buffer, so that slot copies through it use whole words.
+#[repr(C, align(8))]
+pub(crate) struct Chunk(pub(crate) [u8; CHUNK]);
+
+impl Chunk {
+    pub(crate) const fn new() -> Self {
+        Chunk([0; CHUNK])
+    }
+}
+
 /// CRC-32 of the `len`-byte pattern payload of `seq`, without a buffer of that size.
 pub fn pattern_checksum(seq: u64, len: usize) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
-    let mut chunk = [0u8; CHUNK];
+    let mut scratch = Chunk::new();
+    let chunk = &mut scratch.0;
     let mut offset = 0;
     while offset < len {
         let count = CHUNK.min(len - offset);
@@ -201,7 +239,8 @@ pub fn write_pattern_message<M: SharedMemory>(
         reserved: 0,
     };
     slot.write(&header.encode());
-    let mut chunk = [0u8; CHUNK];
+    let mut scratch = Chunk::new();
+    let chunk = &mut scratch.0;
     let mut offset = 0;
     while offset < size {
         let count = CHUNK.min(size - offset);
@@ -231,7 +270,8 @@ pub fn verify_pattern_message<M: SharedMemory>(slot: &ReadSlot<'_, M>) -> Verdic
     };
     let size = header.payload_len as usize;
     let mut hasher = crc32fast::Hasher::new();
-    let mut chunk = [0u8; CHUNK];
+    let mut scratch = Chunk::new();
+    let chunk = &mut scratch.0;
     let mut pattern_ok = true;
     let mut offset = 0;
     while offset < size {
@@ -451,6 +491,27 @@ mod tests {
             pattern_word(1, 0),
             0x9E37_79B9_7F4A_7C15u64.wrapping_add(0xD6E8_FEB8_6659_FD93)
         );
+    }
+
+    #[test]
+    fn word_wise_pattern_matches_the_byte_formula() {
+        for offset in 0..20 {
+            for len in 0..30 {
+                let mut buf = [0u8; 30];
+                fill_payload_at(9, offset, &mut buf[..len]);
+                for (index, byte) in buf[..len].iter().enumerate() {
+                    assert_eq!(*byte, pattern_byte(9, offset + index));
+                }
+                assert!(check_payload_at(9, offset, &buf[..len]));
+                if len > 0 {
+                    buf[len - 1] ^= 0x40;
+                    assert!(!check_payload_at(9, offset, &buf[..len]));
+                    buf[len - 1] ^= 0x40;
+                    buf[0] ^= 1;
+                    assert!(!check_payload_at(9, offset, &buf[..len]));
+                }
+            }
+        }
     }
 
     #[test]

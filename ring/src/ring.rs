@@ -235,37 +235,62 @@ impl<M: SharedMemory> WriteSlot<'_, M> {
     }
 
     /// Appends `bytes` to the payload; returns how many fit (all, unless the capacity ends).
+    ///
+    /// The 8-byte aligned middle of `bytes` is read as whole words, so copies stay word-sized
+    /// even on strict-alignment targets; each shared word is stored once.
     pub fn write(&mut self, bytes: &[u8]) -> usize {
         let count = bytes.len().min(self.capacity - self.written);
-        let mut source = &bytes[..count];
-        let payload = self.record + RECORD_HEADER_BYTES;
-        let filled = self.written % 8;
-        if filled != 0 {
-            let take = source.len().min(8 - filled);
-            for (index, byte) in source[..take].iter().enumerate() {
-                self.partial |= u64::from(*byte) << (8 * (filled + index));
-            }
-            self.written += take;
-            source = &source[take..];
-            if self.written % 8 == 0 {
-                self.memory()
-                    .store_u64(payload + self.written - 8, self.partial);
-                self.partial = 0;
-            }
+        // SAFETY: `u8` and `u64` are plain integers: any 8 initialised bytes are a valid
+        // `u64`, and `align_to` only puts in-bounds, 8-aligned words into the middle slice.
+        let (prefix, words, suffix) = unsafe { bytes[..count].align_to::<u64>() };
+        for byte in prefix {
+            self.push_byte(*byte);
         }
-        let mut words = source.chunks_exact(8);
-        for word in &mut words {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(word);
-            let value = u64::from_le_bytes(bytes);
-            self.memory().store_u64(payload + self.written, value);
-            self.written += 8;
+        for word in words {
+            self.push_word(u64::from_le(*word));
         }
-        for (index, byte) in words.remainder().iter().enumerate() {
-            self.partial |= u64::from(*byte) << (8 * index);
+        for byte in suffix {
+            self.push_byte(*byte);
         }
-        self.written += words.remainder().len();
         count
+    }
+
+    /// Appends the 8 bytes of `word` (little-endian); `false` (nothing written) when fewer
+    /// than 8 bytes of capacity remain.
+    pub fn write_u64(&mut self, word: u64) -> bool {
+        if self.capacity - self.written < 8 {
+            return false;
+        }
+        self.push_word(word);
+        true
+    }
+
+    /// Appends one byte (capacity checked by the caller).
+    #[inline(always)]
+    fn push_byte(&mut self, byte: u8) {
+        let filled = self.written % 8;
+        self.partial |= u64::from(byte) << (8 * filled);
+        self.written += 1;
+        if filled == 7 {
+            let at = self.record + RECORD_HEADER_BYTES + self.written - 8;
+            self.memory().store_u64(at, self.partial);
+            self.partial = 0;
+        }
+    }
+
+    /// Appends 8 bytes (capacity checked by the caller): one shared store.
+    #[inline(always)]
+    fn push_word(&mut self, word: u64) {
+        let filled = self.written % 8;
+        let at = self.record + RECORD_HEADER_BYTES + self.written - filled;
+        if filled == 0 {
+            self.memory().store_u64(at, word);
+        } else {
+            let shift = 8 * filled as u32;
+            self.memory().store_u64(at, self.partial | (word << shift));
+            self.partial = word >> (64 - shift);
+        }
+        self.written += 8;
     }
 
     /// Finishes the record with the bytes written so far (its `len` is [`Self::written`]).
@@ -506,27 +531,69 @@ impl<M: SharedMemory> ReadSlot<'_, M> {
 }
 
 /// Copies `buf.len()` bytes from payload byte `start` on (payload at region offset `payload`,
-/// 8-aligned) with aligned `u64` loads; the last word may extend into the record's padding.
+/// 8-aligned) with aligned `u64` loads, each shared word loaded once; the last word may
+/// extend into the record's padding, never past the record. The 8-aligned middle of `buf` is
+/// written as whole words.
 fn copy_out<M: SharedMemory>(memory: &M, payload: usize, start: usize, buf: &mut [u8]) {
-    let mut position = start;
-    let mut done = 0;
-    let lead = position % 8;
-    if lead != 0 && !buf.is_empty() {
-        let word = memory.load_u64(payload + position - lead).to_le_bytes();
-        let take = buf.len().min(8 - lead);
-        buf[..take].copy_from_slice(&word[lead..lead + take]);
-        position += take;
-        done = take;
+    if buf.is_empty() {
+        return;
     }
-    while buf.len() - done >= 8 {
-        let word = memory.load_u64(payload + position);
-        buf[done..done + 8].copy_from_slice(&word.to_le_bytes());
-        position += 8;
-        done += 8;
+    let mut reader = WordReader {
+        memory,
+        payload,
+        position: start,
+        // The word holding `position`, valid while `position % 8 != 0`.
+        word: if start % 8 != 0 {
+            memory.load_u64(payload + (start & !7))
+        } else {
+            0
+        },
+    };
+    // SAFETY: `u8` and `u64` are plain integers: any bit pattern is valid for both, and
+    // `align_to_mut` only puts in-bounds, 8-aligned words into the middle slice.
+    let (prefix, words, suffix) = unsafe { buf.align_to_mut::<u64>() };
+    for byte in prefix {
+        *byte = reader.next_byte();
     }
-    if done < buf.len() {
-        let word = memory.load_u64(payload + position).to_le_bytes();
-        let rest = buf.len() - done;
-        buf[done..].copy_from_slice(&word[..rest]);
+    for word in words {
+        *word = reader.next_word().to_le();
+    }
+    for byte in suffix {
+        *byte = reader.next_byte();
+    }
+}
+
+/// Sequential reader of payload bytes from shared memory, one aligned load per word.
+struct WordReader<'m, M> {
+    memory: &'m M,
+    payload: usize,
+    position: usize,
+    word: u64,
+}
+
+impl<M: SharedMemory> WordReader<'_, M> {
+    #[inline(always)]
+    fn next_byte(&mut self) -> u8 {
+        let within = self.position % 8;
+        if within == 0 {
+            self.word = self.memory.load_u64(self.payload + self.position);
+        }
+        self.position += 1;
+        (self.word >> (8 * within)) as u8
+    }
+
+    #[inline(always)]
+    fn next_word(&mut self) -> u64 {
+        let within = self.position % 8;
+        let aligned = self.payload + self.position - within;
+        self.position += 8;
+        if within == 0 {
+            self.memory.load_u64(aligned)
+        } else {
+            let shift = 8 * within as u32;
+            let low = self.word >> shift;
+            self.word = self.memory.load_u64(aligned + 8);
+            low | (self.word << (64 - shift))
+        }
     }
 }

@@ -288,11 +288,15 @@ fn echo<M: SharedMemory>(
     reply.write(&reply_header.encode());
     let mut hasher = crc32fast::Hasher::new();
     let mut pattern_ok = true;
-    let mut chunk = [0u8; 256];
+    let mut scratch = proto::Chunk::new();
+    let chunk = &mut scratch.0;
     let size = header.payload_len as usize;
     let mut offset = 0;
     while offset < size {
-        let count = slot.read(HEADER_LEN + offset, &mut chunk[..256.min(size - offset)]);
+        let count = slot.read(
+            HEADER_LEN + offset,
+            &mut chunk[..proto::CHUNK.min(size - offset)],
+        );
         hasher.update(&chunk[..count]);
         pattern_ok &= proto::check_payload_at(header.seq, offset, &chunk[..count]);
         reply.write(&chunk[..count]);

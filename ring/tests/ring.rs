@@ -715,3 +715,52 @@ fn abi_worked_example() {
     );
     assert_eq!(proto::checksum(&request), 0x8CB7_42DE);
 }
+
+#[test]
+fn copies_at_every_alignment() {
+    let (guest, peer) = linked_pair(4096);
+    let (mut producer, _) = guest.endpoints(Role::Guest);
+    let (_, mut consumer) = peer.endpoints(Role::Peer);
+    // An 8-aligned source buffer, so that `source[shift..]` has every alignment.
+    let source_words: Vec<u64> = (0..40u64)
+        .map(|index| 0x0101_0101_0101_0101u64.wrapping_mul(index + 1) ^ 0x8040_2010_0804_0201)
+        .collect();
+    let source: Vec<u8> = source_words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let mut target_words = [0u64; 40];
+    for shift in 0..8 {
+        for split in [0, 1, 5, 8, 13, 33] {
+            let len = 200;
+            let message = &source[shift..shift + len];
+            let mut slot = producer.reserve(len + 16).unwrap();
+            // Pieces of awkward sizes and alignments, plus whole words.
+            assert_eq!(slot.write(&message[..split]), split);
+            assert_eq!(slot.write(&message[split..split + 3]), 3);
+            let word = u64::from_le_bytes(message[split + 3..split + 11].try_into().unwrap());
+            assert!(slot.write_u64(word));
+            assert_eq!(slot.write(&message[split + 11..]), len - split - 11);
+            slot.commit();
+            producer.publish();
+            let slot = consumer.read().unwrap().unwrap();
+            assert_eq!(slot.len(), len);
+            for start in [0, 1, 7, 8, 9, 100] {
+                for target_shift in 0..8 {
+                    // SAFETY: reinterpreting the u64 array as bytes for the test's target
+                    // buffer: any bit pattern is valid for both.
+                    let (_, target, _) = unsafe { target_words.align_to_mut::<u8>() };
+                    let count = slot.read(start, &mut target[target_shift..target_shift + 90]);
+                    assert_eq!(count, 90.min(len - start));
+                    assert_eq!(
+                        &target[target_shift..target_shift + count],
+                        &message[start..start + count],
+                        "shift {shift} split {split} start {start} target {target_shift}"
+                    );
+                }
+            }
+            slot.release();
+            consumer.publish();
+        }
+    }
+    let mut slot = producer.reserve(7).unwrap();
+    assert!(!slot.write_u64(0));
+    assert_eq!(slot.written(), 0);
+}
