@@ -987,8 +987,8 @@ fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<PathBuf> {
     extra.insert(
         "region_dom0".into(),
         json!({
-            "base": peer_report.get("region_base").cloned().unwrap_or(Value::Null),
-            "size": peer_report.get("region_size").cloned().unwrap_or(Value::Null),
+            "base": hex_field(peer_report.get("region_base")),
+            "size": hex_field(peer_report.get("region_size")),
         }),
     );
     extra.insert(
@@ -1002,6 +1002,17 @@ fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<PathBuf> {
         json!(qemu.log_path().display().to_string()),
     );
     report::finish(name, peer_report, guest_stats, extra)
+}
+
+/// A report number as `0x…` (the peer prints numbers; the guest's console prints hex).
+fn hex_field(value: Option<&Value>) -> Value {
+    match value {
+        Some(Value::Number(number)) => number
+            .as_u64()
+            .map_or(Value::Number(number.clone()), |n| json!(format!("{n:#x}"))),
+        Some(other) => other.clone(),
+        None => Value::Null,
+    }
 }
 
 /// dom0's console lines from the peer's start to init's done line (the peer's output and
@@ -1344,5 +1355,11 @@ mod tests {
         );
         assert_eq!(dom0_rc("SRAMLINK-DOM0: done rc=3 uptime=9.1s"), Some(3));
         assert_eq!(dom0_rc("SRAMLINK-DOM0: done rc="), None);
+        assert_eq!(
+            hex_field(Some(&json!(2_130_706_432u64))),
+            json!("0x7f000000")
+        );
+        assert_eq!(hex_field(Some(&json!("0x10"))), json!("0x10"));
+        assert_eq!(hex_field(None), Value::Null);
     }
 }
