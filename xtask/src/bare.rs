@@ -347,21 +347,28 @@ fn write_garbage(ram: &RamFile) -> Result<()> {
     Ok(())
 }
 
+/// A named system test, run when called.
+pub type SystemTest<'a> = (String, Box<dyn FnOnce() -> Result<()> + 'a>);
+
 /// The bare QEMU system tests of `cargo xtask test`: a good run and the bad-input runs.
-pub fn system_tests(image: &Path, peer: &Path) -> Result<Vec<(String, Result<()>)>> {
-    deps::ensure_qemu_tools()?;
-    let mut results = Vec::new();
+pub fn system_tests<'a>(image: &'a Path, peer: &'a Path) -> Vec<SystemTest<'a>> {
     let options = DemoOptions {
         count: 20_000,
         size: 64,
         busy_poll: false,
     };
-    results.push((
+    let mut tests: Vec<SystemTest<'a>> = vec![(
         "bare-good".to_string(),
-        run_good(image, peer, &options, "bare-qemu-test").map(|_| ()),
-    ));
+        Box::new(move || {
+            deps::ensure_qemu_tools()?;
+            run_good(image, peer, &options, "bare-qemu-test").map(|_| ())
+        }),
+    )];
     for case in negative_cases() {
-        results.push((case.name.to_string(), run_negative(&case, image)));
+        tests.push((
+            case.name.to_string(),
+            Box::new(move || run_negative(&case, image)),
+        ));
     }
-    Ok(results)
+    tests
 }

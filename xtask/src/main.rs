@@ -10,12 +10,16 @@
 
 mod artifacts;
 mod bare;
+mod debs;
 mod deps;
 mod dtb;
+mod imagebuilder;
+mod initramfs;
 mod paths;
 mod qemu;
 mod report;
 mod test;
+mod xen;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -111,8 +115,14 @@ fn demo(args: DemoArgs) -> Result<()> {
             bare::demo(&options)
         }
         Mode::Xen => {
-            let _ = (args.xen, args.dom0_kernel);
-            anyhow::bail!("xen mode is being wired in")
+            let options = xen::DemoOptions {
+                count: args.count,
+                size: args.size,
+                busy_poll: args.busy_poll,
+                xen: args.xen,
+                dom0_kernel: args.dom0_kernel,
+            };
+            xen::demo(&options)
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: every check the project has, in one command (what CI runs).
 
-use crate::{artifacts, bare, deps, paths};
+use crate::{artifacts, bare, deps, paths, xen};
 use anyhow::{Result, bail};
 use std::process::Command;
 use std::time::Instant;
@@ -133,18 +133,18 @@ pub fn run(qemu: bool, xen: bool) -> Result<()> {
             Ok(())
         });
         if let Some(built) = &built {
-            match bare::system_tests(&built.guest_image, &built.peer_host) {
-                Ok(results) => {
-                    for (name, result) in results {
-                        check(&mut outcomes, &format!("bare QEMU: {name}"), || result);
-                    }
-                }
-                Err(error) => check(&mut outcomes, "bare QEMU", || Err(error)),
+            for (name, case) in bare::system_tests(&built.guest_image, &built.peer_host) {
+                check(&mut outcomes, &format!("bare QEMU: {name}"), case);
             }
             if xen {
-                check(&mut outcomes, "Xen on QEMU", || {
-                    anyhow::bail!("not wired yet")
-                });
+                match xen::system_tests() {
+                    Ok(cases) => {
+                        for (name, result) in cases {
+                            check(&mut outcomes, &format!("Xen on QEMU: {name}"), || result);
+                        }
+                    }
+                    Err(error) => check(&mut outcomes, "Xen on QEMU", || Err(error)),
+                }
             }
         }
     }
