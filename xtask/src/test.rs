@@ -2,7 +2,6 @@
 
 use crate::{artifacts, bare, deps, paths, xen};
 use anyhow::{Result, bail};
-use std::process::Command;
 use std::time::Instant;
 
 /// One named check and how it ended.
@@ -27,20 +26,6 @@ fn check(outcomes: &mut Vec<Outcome>, name: &str, body: impl FnOnce() -> Result<
         result,
         seconds,
     });
-}
-
-/// `cargo ARGS…` with extra environment variables.
-fn cargo_env(args: &[&str], env: &[(&str, String)]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(&cargo)
-        .args(args)
-        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
-        .current_dir(paths::workspace_root())
-        .status()?;
-    if !status.success() {
-        bail!("`cargo {}` failed ({status})", args.join(" "));
-    }
-    Ok(())
 }
 
 /// Runs everything; `qemu` adds the bare QEMU system tests, `xen` the Xen-on-QEMU runs.
@@ -109,7 +94,12 @@ pub fn run(qemu: bool, xen: bool) -> Result<()> {
     check(&mut outcomes, "loom model of the ring", || {
         // Its own target directory: `--cfg loom` would otherwise rebuild everything twice.
         let loom_target = paths::cargo_target_dir().join("loom");
-        cargo_env(
+        let loom_target = loom_target.display().to_string();
+        artifacts::cargo_env(
+            &[
+                ("RUSTFLAGS", "--cfg loom"),
+                ("CARGO_TARGET_DIR", &loom_target),
+            ],
             &[
                 "test",
                 "--quiet",
@@ -118,10 +108,6 @@ pub fn run(qemu: bool, xen: bool) -> Result<()> {
                 "sramlink-ring",
                 "--test",
                 "loom",
-            ],
-            &[
-                ("RUSTFLAGS", "--cfg loom".to_string()),
-                ("CARGO_TARGET_DIR", loom_target.display().to_string()),
             ],
         )
     });
