@@ -216,8 +216,8 @@ pub struct Config {
     pub dom0_cmd: Option<String>,
     /// `DOMU_*[0..NUM_DOMUS]`.
     pub domus: Vec<DomU>,
-    /// Every other variable (`UBOOT_SCRIPT`, ImageBuilder options we do not use, and our own
-    /// `SRAMLINK_*` settings), by name; array elements as `NAME[i]`.
+    /// Every other variable (`UBOOT_SCRIPT`, ImageBuilder options we do not use), by name;
+    /// array elements as `NAME[i]`.
     pub other: BTreeMap<String, String>,
 }
 
@@ -353,11 +353,6 @@ pub fn parse(text: &str) -> Result<Config> {
 }
 
 impl Config {
-    /// A variable we do not interpret ourselves, e.g. `SRAMLINK_REGION_BASE`.
-    pub fn other(&self, name: &str) -> Option<&str> {
-        self.other.get(name).map(String::as_str)
-    }
-
     /// dom0's command line as ImageBuilder completes it: its default when unset, and
     /// ` root=/dev/ram0` appended when it names no root (we never set `DOM0_ROOTFS`).
     pub fn dom0_bootargs(&self) -> String {
@@ -420,8 +415,8 @@ SRAMLINK_REGION_BASE=0x7f000000
         assert_eq!(domu.mem_mib, 256);
         assert_eq!(domu.vcpus, 1);
         assert!(!domu.is_enhanced(true));
-        assert_eq!(config.other("UBOOT_SCRIPT"), Some("boot.scr"));
-        assert_eq!(config.other("SRAMLINK_REGION_BASE"), Some("0x7f000000"));
+        assert_eq!(config.other["UBOOT_SCRIPT"], "boot.scr");
+        assert_eq!(config.other["SRAMLINK_REGION_BASE"], "0x7f000000");
         assert_eq!(
             config.dom0_bootargs(),
             "console=hvc0 rdinit=/init root=/dev/ram0"

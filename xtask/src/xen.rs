@@ -14,9 +14,9 @@
 //!
 //! Run flow: fetch Debian's arm64 Xen/kernel/busybox ([`crate::debs`]) → build guest and peer →
 //! lay the files out in a work directory under the config's names (an ImageBuilder `-d` root) →
-//! host DTB = QEMU's dumped DTB + `host-sram-overlay.dtso` (the config's `DT_OVERLAY[0]`) +
-//! `/chosen` dom0less nodes with the real file sizes → boot with each module loaded by QEMU's
-//! generic loader → follow the console stage by stage.
+//! the config's `DEVICE_TREE` = QEMU's dumped DTB with `host-sram-overlay.dtso` applied
+//! (fdtoverlay) → that plus the `/chosen` dom0less nodes with the real file sizes → boot with
+//! each module loaded by QEMU's generic loader → follow the console stage by stage.
 //!
 //! The device-tree sources in `xen-config/` are generated from `region.env` by
 //! [`config_files`]; a unit test fails when they drift, and
@@ -42,6 +42,10 @@ const MODULES_START: u64 = 0x5000_0000;
 const MODULE_ALIGN: u64 = 0x20_0000;
 /// The ImageBuilder config the QEMU run uses.
 pub const QEMU_CONFIG: &str = "qemu-virt.config";
+/// QEMU's own DTB as dumped, before recipe step 1 is applied.
+const QEMU_DUMPED_DTB: &str = "qemu-virt-dumped.dtb";
+/// Recipe step 1 as an overlay (`xen-config/host-sram-overlay.dtso`).
+const HOST_OVERLAY: &str = "host-sram-overlay";
 /// The file holding the region's base and size (the one place to change them).
 pub const REGION_FILE: &str = "region.env";
 
@@ -207,16 +211,17 @@ pub fn host_reserved_memory_dtsi(region: &Region) -> String {
     )
 }
 
-/// `host-sram-overlay.dtso`: the same change as a device-tree overlay, for `fdtoverlay` and
-/// ImageBuilder's `DT_OVERLAY` (u-boot `fdt apply`). The launcher applies this one.
+/// `host-sram-overlay.dtso`: the same change as a device-tree overlay, applied on the build
+/// host with `fdtoverlay` (the launcher does so on every run).
 pub fn host_overlay_dtso(region: &Region) -> String {
     format!(
         "/dts-v1/;\n/plugin/;\n\n{note}\n&{{/}} {{\n{reserved}\n{sram}}};\n",
         note = generated_note(
             "sramlink host device-tree change (recipe step 1) as an overlay: the same nodes as\n * \
              host-sram-reserved-memory.dtsi. Compile: dtc -@ -I dts -O dtb -o host-sram-overlay.dtbo\n * \
-             host-sram-overlay.dtso; apply: fdtoverlay -i board.dtb -o out.dtb host-sram-overlay.dtbo,\n * \
-             or let ImageBuilder's DT_OVERLAY make u-boot apply it (`fdt apply`)."
+             host-sram-overlay.dtso; apply: fdtoverlay -i board.dtb -o out.dtb host-sram-overlay.dtbo.\n * \
+             (ImageBuilder's DT_OVERLAY needs a u-boot with `fdt apply`; Debian's qemu_arm64 u-boot\n * \
+             lacks it and the script then boots without the change, so apply it beforehand.)"
         ),
         reserved = host_reserved_node(region, "    "),
         sram = host_sram_node(region, "    "),
@@ -776,37 +781,26 @@ fn prepare(case: Case, inputs: &Inputs, run: &Dom0Run, work: &Path) -> Result<Pr
     let partial_source = config_dir.join(Path::new(&partial_name).with_extension("dts"));
     compile_source(&partial_source, &partial, false)?;
 
-    // Host DTB: QEMU's own, the DT_OVERLAY[i] changes, then /chosen.
-    let dumped = in_dir(work, &config.device_tree)?;
+    // Host DTB (the config's DEVICE_TREE): QEMU's own with recipe step 1 applied on this host
+    // by fdtoverlay, as a board user prepares theirs (u-boot's `fdt apply` is not relied on:
+    // Debian's qemu_arm64 u-boot lacks it and ImageBuilder's script then boots without it).
+    let dumped = work.join(QEMU_DUMPED_DTB);
     dtb::dump_qemu_dtb(MACHINE, CPU_ARGS, &dumped)?;
-    let mut host = dumped.clone();
-    let overlays = config
-        .other("NUM_DT_OVERLAY")
-        .map(|n| imagebuilder::parse_number(n).context("NUM_DT_OVERLAY is not a number"))
-        .transpose()?
-        .unwrap_or(0);
-    for i in 0..overlays {
-        let name = config
-            .other(&format!("DT_OVERLAY[{i}]"))
-            .with_context(|| format!("NUM_DT_OVERLAY={overlays} but DT_OVERLAY[{i}] is not set"))?
-            .to_string();
-        let compiled = in_dir(work, &name)?;
-        compile_source(
-            &config_dir.join(Path::new(&name).with_extension("dtso")),
-            &compiled,
-            true,
-        )?;
-        let applied = work.join(format!("host-after-overlay-{i}.dtb"));
-        tool(
-            Command::new("fdtoverlay")
-                .arg("-i")
-                .arg(&host)
-                .arg("-o")
-                .arg(&applied)
-                .arg(&compiled),
-        )?;
-        host = applied;
-    }
+    let overlay = work.join(format!("{HOST_OVERLAY}.dtbo"));
+    compile_source(
+        &config_dir.join(format!("{HOST_OVERLAY}.dtso")),
+        &overlay,
+        true,
+    )?;
+    let host = in_dir(work, &config.device_tree)?;
+    tool(
+        Command::new("fdtoverlay")
+            .arg("-i")
+            .arg(&dumped)
+            .arg("-o")
+            .arg(&host)
+            .arg(&overlay),
+    )?;
 
     let size = |path: &Path| -> Result<u64> {
         Ok(std::fs::metadata(path)
