@@ -1074,11 +1074,23 @@ fn run_no_sram(inputs: &Inputs, name: &str) -> Result<()> {
         Some(_) => {}
         None => bail!("dom0's done line has no exit code: {done}"),
     }
+    let peer_lines = peer_output(qemu.lines_seen());
+    let Some(peer_error) = peer_lines
+        .iter()
+        .find(|line| line.contains("sramlink-peer: error:"))
+    else {
+        bail!(
+            "the peer in dom0 failed without an `sramlink-peer: error:` line; its output:\n    {}",
+            peer_lines.join("\n    ")
+        );
+    };
+    let peer_error = peer_error.clone();
     let status = qemu.wait_exit("dom0 power-off", EXIT_TIMEOUT)?;
     crate::qemu::check_clean_exit(status, name)?;
     println!(
-        "ok: {name}: guest -> {}; dom0 -> {}",
+        "ok: {name}: guest -> {}; peer -> {}; dom0 -> {}",
         error.trim(),
+        peer_error.trim(),
         done.trim()
     );
     Ok(())
