@@ -258,6 +258,44 @@ fn run_good(image: &Path, peer: &Path, options: &DemoOptions, name: &str) -> Res
     qemu.set_fatal_patterns(&["panicked at", "sramlink: exception", "sramlink: error:"]);
     qemu.expect("guest ring ready", "sramlink: ring ready", BOOT_TIMEOUT)?;
 
+    // First the other idle policy, leaving the guest serving; then the main run, which stops it.
+    let comparison = run_peer(peer, &ram, options, !options.busy_poll, false)?;
+    let peer_report = run_peer(peer, &ram, options, options.busy_poll, true)?;
+
+    let stats_line = qemu.expect("guest statistics", report::GUEST_STATS_MARKER, BOOT_TIMEOUT)?;
+    qemu.expect("guest stop", "sramlink: stopping", BOOT_TIMEOUT)?;
+    let status = qemu.wait_exit("guest power-off", BOOT_TIMEOUT)?;
+    crate::qemu::check_clean_exit(status, "bare QEMU run")?;
+
+    let mut extra = Map::new();
+    extra.insert("platform".into(), json!("qemu-virt (no Xen), host peer"));
+    extra.insert("region_base".into(), json!(REGION_BASE));
+    extra.insert(
+        "idle_comparison".into(),
+        report::idle_comparison(&comparison, &peer_report),
+    );
+    extra.insert("qemu_exit".into(), json!(status.code()));
+    extra.insert(
+        "guest_boot_to_stop_seconds".into(),
+        json!(qemu.elapsed().as_secs_f64()),
+    );
+    report::finish(
+        name,
+        peer_report,
+        report::parse_guest_stats(&stats_line),
+        extra,
+    )
+}
+
+/// Runs the host peer's `ping` over the RAM file; returns its report, failing when it exits
+/// non-zero.
+fn run_peer(
+    peer: &Path,
+    ram: &RamFile,
+    options: &DemoOptions,
+    busy_poll: bool,
+    stop_guest: bool,
+) -> Result<Map<String, serde_json::Value>> {
     let offset = REGION_BASE - RAM_BASE;
     let mut command = Command::new(peer);
     command
@@ -265,8 +303,11 @@ fn run_good(image: &Path, peer: &Path, options: &DemoOptions, name: &str) -> Res
         .arg(&ram.0)
         .args(["--offset", &format!("{offset:#x}")])
         .args(["--size", &format!("{REGION_BYTES:#x}")])
-        .args(["--json", "--timeout", "30", "--stop-guest"]);
-    if options.busy_poll {
+        .args(["--json", "--timeout", "30"]);
+    if stop_guest {
+        command.arg("--stop-guest");
+    }
+    if busy_poll {
         command.arg("--busy-poll");
     }
     command.args([
@@ -283,33 +324,14 @@ fn run_good(image: &Path, peer: &Path, options: &DemoOptions, name: &str) -> Res
         .context("running the host peer")?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     print!("{stdout}");
-    let peer_report = match report::find_peer_report(&stdout) {
+    let report = match report::find_peer_report(&stdout) {
         Some(parsed) => parsed?,
         None => bail!("the peer printed no report ({})", output.status),
     };
-
-    let stats_line = qemu.expect("guest statistics", report::GUEST_STATS_MARKER, BOOT_TIMEOUT)?;
-    qemu.expect("guest stop", "sramlink: stopping", BOOT_TIMEOUT)?;
-    let status = qemu.wait_exit("guest power-off", BOOT_TIMEOUT)?;
-    crate::qemu::check_clean_exit(status, "bare QEMU run")?;
-
-    let mut extra = Map::new();
-    extra.insert("platform".into(), json!("qemu-virt (no Xen), host peer"));
-    extra.insert("qemu_exit".into(), json!(status.code()));
-    extra.insert(
-        "guest_boot_to_stop_seconds".into(),
-        json!(qemu.elapsed().as_secs_f64()),
-    );
-    let path = report::finish(
-        name,
-        peer_report,
-        report::parse_guest_stats(&stats_line),
-        extra,
-    )?;
     if !output.status.success() {
         bail!("the peer exited with {}", output.status);
     }
-    Ok(path)
+    Ok(report)
 }
 
 /// A bad-input run: the guest must print its error line and stop cleanly.

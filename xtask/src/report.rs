@@ -10,16 +10,66 @@ pub const PEER_REPORT_MARKER: &str = "SRAMLINK-REPORT ";
 /// The guest's statistics line.
 pub const GUEST_STATS_MARKER: &str = "sramlink: stats: ";
 
-/// Finds the peer's JSON report in `text` (a console log or the peer's stdout).
+/// Finds the peer's last JSON report in `text` (a console log or the peer's stdout).
 pub fn find_peer_report(text: &str) -> Option<Result<Map<String, Value>>> {
-    text.lines().rev().find_map(|line| {
-        let at = line.find(PEER_REPORT_MARKER)?;
-        let json = &line[at + PEER_REPORT_MARKER.len()..];
-        Some(
-            serde_json::from_str::<Map<String, Value>>(json.trim())
-                .with_context(|| format!("the peer's report is not a JSON object: {json}")),
-        )
-    })
+    text.lines().rev().find_map(parse_report_line)
+}
+
+/// Every JSON report the peer printed in `text`, in order.
+pub fn find_peer_reports(text: &str) -> Result<Vec<Map<String, Value>>> {
+    text.lines().filter_map(parse_report_line).collect()
+}
+
+fn parse_report_line(line: &str) -> Option<Result<Map<String, Value>>> {
+    let at = line.find(PEER_REPORT_MARKER)?;
+    let json = &line[at + PEER_REPORT_MARKER.len()..];
+    Some(
+        serde_json::from_str::<Map<String, Value>>(json.trim())
+            .with_context(|| format!("the peer's report is not a JSON object: {json}")),
+    )
+}
+
+/// Round trips of the same boot under the two idle policies of the peer (spin-then-sleep and
+/// busy-poll), side by side with their ratios, for the report.
+pub fn idle_comparison(first: &Map<String, Value>, second: &Map<String, Value>) -> Value {
+    let policy = |report: &Map<String, Value>| {
+        report
+            .get("idle_policy")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string()
+    };
+    let rtt = |report: &Map<String, Value>, key: &str| {
+        report
+            .get("rtt")
+            .and_then(|rtt| rtt.get(key))
+            .and_then(Value::as_f64)
+    };
+    let mut comparison = Map::new();
+    for report in [first, second] {
+        comparison.insert(
+            policy(report),
+            json!({
+                "rtt": report.get("rtt").cloned().unwrap_or(Value::Null),
+                "messages_per_second": report.get("messages_per_second").cloned().unwrap_or(Value::Null),
+                "lost": counter(report, "lost"),
+                "corrupted": counter(report, "corrupted"),
+            }),
+        );
+    }
+    let (sleep, busy) = if policy(first) == "busy-poll" {
+        (second, first)
+    } else {
+        (first, second)
+    };
+    for key in ["p50", "p99", "mean"] {
+        if let (Some(a), Some(b)) = (rtt(sleep, key), rtt(busy, key)) {
+            if b > 0.0 {
+                comparison.insert(format!("{key}_ratio_sleep_over_busy_poll"), json!(a / b));
+            }
+        }
+    }
+    Value::Object(comparison)
 }
 
 /// Parses `sramlink: stats: received=1 sent=2 …` (anywhere in the line) into numbers.
@@ -92,6 +142,16 @@ pub fn finish(
             ticks("max"),
             micros("max"),
         );
+    }
+    if let Some(comparison) = peer.get("idle_comparison").and_then(Value::as_object) {
+        let mut line = String::from("  peer idle policy, round-trip ratio sleep / busy-poll:");
+        for key in ["p50", "p99", "mean"] {
+            let ratio = comparison.get(&format!("{key}_ratio_sleep_over_busy_poll"));
+            if let Some(ratio) = ratio.and_then(Value::as_f64) {
+                line += &format!(" {key} {ratio:.2}");
+            }
+        }
+        println!("{line}");
     }
 
     if sent == 0 || received == 0 {
