@@ -10,6 +10,7 @@
 //! ```
 
 use crate::qemu::Qemu;
+use crate::test::SystemTest;
 use crate::{artifacts, deps, dtb, paths, report};
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, json};
@@ -369,13 +370,10 @@ fn write_garbage(ram: &RamFile) -> Result<()> {
     Ok(())
 }
 
-/// A named system test, run when called.
-pub type SystemTest<'a> = (String, Box<dyn FnOnce() -> Result<()> + 'a>);
-
 /// The bare QEMU system tests of `cargo xtask test`: a good run and the bad-input runs.
 pub fn system_tests<'a>(image: &'a Path, peer: &'a Path) -> Vec<SystemTest<'a>> {
     let options = DemoOptions {
-        count: 20_000,
+        count: 100_000,
         size: 64,
         busy_poll: false,
     };

@@ -4,6 +4,9 @@ use crate::{artifacts, bare, deps, paths, xen};
 use anyhow::{Result, bail};
 use std::time::Instant;
 
+/// A named system test, run when called.
+pub type SystemTest<'a> = (String, Box<dyn FnOnce() -> Result<()> + 'a>);
+
 /// One named check and how it ended.
 struct Outcome {
     name: String,
@@ -125,8 +128,8 @@ pub fn run(qemu: bool, xen: bool) -> Result<()> {
             if xen {
                 match xen::system_tests() {
                     Ok(cases) => {
-                        for (name, result) in cases {
-                            check(&mut outcomes, &format!("Xen on QEMU: {name}"), || result);
+                        for (name, case) in cases {
+                            check(&mut outcomes, &format!("Xen on QEMU: {name}"), case);
                         }
                     }
                     Err(error) => check(&mut outcomes, "Xen on QEMU", || Err(error)),

@@ -24,11 +24,13 @@
 
 use crate::imagebuilder::{self, Config};
 use crate::qemu::Qemu;
+use crate::test::SystemTest;
 use crate::{artifacts, debs, deps, dtb, initramfs, paths, report};
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// QEMU machine (EL2 for Xen, GICv3 which Debian's Xen supports).
@@ -1131,30 +1133,31 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
 }
 
 /// The Xen system tests of `cargo xtask test`: a good run and the domU without its region.
-pub fn system_tests() -> Result<Vec<(String, Result<()>)>> {
+pub fn system_tests() -> Result<Vec<SystemTest<'static>>> {
     deps::ensure_qemu_tools()?;
-    let inputs = Inputs::gather(&DemoOptions {
+    let inputs = Rc::new(Inputs::gather(&DemoOptions {
         count: 0,
         size: 0,
         busy_poll: false,
         xen: None,
         dom0_kernel: None,
-    })?;
+    })?);
     let run = Dom0Run {
-        count: 20_000,
+        count: 100_000,
         size: 64,
         busy_poll: false,
         compare_idle: true,
         timeout_seconds: 30,
     };
+    let good_inputs = Rc::clone(&inputs);
     Ok(vec![
         (
             "xen-good".to_string(),
-            run_good(&inputs, &run, "xen-qemu-test").map(|_| ()),
+            Box::new(move || run_good(&good_inputs, &run, "xen-qemu-test").map(|_| ())),
         ),
         (
             "xen-domU-without-mmio-sram".to_string(),
-            run_no_sram(&inputs, "xen-no-sram"),
+            Box::new(move || run_no_sram(&inputs, "xen-no-sram")),
         ),
     ])
 }
