@@ -320,13 +320,13 @@ fn kernel_main(boot: BootInfo) -> ! {
     let geometry = *ring.geometry();
     let to_peer = geometry.ring(Direction::GuestToPeer);
     let to_guest = geometry.ring(Direction::PeerToGuest);
+    // Two lines: Xen's vpl011 backend splits guest lines longer than its 128-byte buffer.
     println!(
-        "sramlink: ring ready: guest->peer {:#x} bytes at +{:#x}, peer->guest {:#x} bytes at \
-         +{:#x}, max message {} bytes",
-        to_peer.data_bytes,
-        to_peer.data_offset,
-        to_guest.data_bytes,
-        to_guest.data_offset,
+        "sramlink: ring ready: guest->peer {:#x} bytes at +{:#x}, peer->guest {:#x} bytes at +{:#x}",
+        to_peer.data_bytes, to_peer.data_offset, to_guest.data_bytes, to_guest.data_offset,
+    );
+    println!(
+        "sramlink: max message {} bytes",
         to_peer.max_message_len().min(to_guest.max_message_len()),
     );
 
