@@ -149,7 +149,7 @@ pub fn run(qemu: bool, xen: bool) -> Result<()> {
     }
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     let passed = outcomes.len() - failed;
-    println!("xtask test: {passed} passed, {failed} failed");
+    println!("xtask: {passed} passed, {failed} failed");
     if failed != 0 {
         bail!("{failed} check(s) failed");
     }
