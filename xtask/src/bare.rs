@@ -11,7 +11,8 @@
 
 use crate::qemu::Qemu;
 use crate::test::SystemTest;
-use crate::{artifacts, deps, dtb, paths, report};
+use crate::xen::Region;
+use crate::{GuestIdle, artifacts, deps, dtb, paths, report};
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, json};
 use std::fs::OpenOptions;
@@ -22,12 +23,10 @@ use std::time::Duration;
 
 /// Guest RAM on QEMU `virt` starts here.
 const RAM_BASE: u64 = 0x4000_0000;
-/// Guest RAM size (`-m 1G`); the region sits at its top.
-const RAM_BYTES: u64 = 0x4000_0000;
-/// The shared region (the same physical range as under Xen).
-pub const REGION_BASE: u64 = 0x7f00_0000;
-/// Size of the shared region.
-pub const REGION_BYTES: u64 = 0x0100_0000;
+/// Guest RAM below this stays free for the Image (0x4020_0000) and QEMU's DTB (0x4800_0000).
+const RAM_RESERVED_FOR_BOOT: u64 = 0x1000_0000;
+/// RAM comes in whole GiB (`-m NG`).
+const GIB: u64 = 0x4000_0000;
 
 /// How long the guest may take from QEMU start to its banner.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,6 +36,82 @@ pub struct DemoOptions {
     pub count: u64,
     pub size: u32,
     pub busy_poll: bool,
+    pub guest_idle: GuestIdle,
+}
+
+/// The bare machine: the region of `xen-config/region.env` (the same range as under Xen) inside
+/// QEMU's RAM, which is made large enough to hold it.
+#[derive(Clone, Copy)]
+struct Layout {
+    region: Region,
+    ram_bytes: u64,
+}
+
+impl Layout {
+    fn load() -> Result<Self> {
+        let region = Region::load()?;
+        if region.base < RAM_BASE + RAM_RESERVED_FOR_BOOT {
+            bail!(
+                "the region {:#x}+{:#x} (xen-config/region.env) must start at or above {:#x} for \
+                 the bare QEMU runs: below that lie the guest Image and QEMU's DTB",
+                region.base,
+                region.size,
+                RAM_BASE + RAM_RESERVED_FOR_BOOT
+            );
+        }
+        let ram_bytes = (region.base + region.size - RAM_BASE).next_multiple_of(GIB);
+        Ok(Self { region, ram_bytes })
+    }
+
+    /// Where the region lies in the RAM backing file.
+    fn file_offset(self) -> u64 {
+        self.region.base - RAM_BASE
+    }
+
+    fn cpu_args(self) -> Vec<String> {
+        ["-cpu", "cortex-a57", "-smp", "1", "-m"]
+            .iter()
+            .map(|arg| arg.to_string())
+            .chain([format!("{}G", self.ram_bytes / GIB)])
+            .collect()
+    }
+
+    /// The device-tree change for the bare runs: the region is part of QEMU's RAM, so it is kept
+    /// out of the guest's RAM with `/reserved-memory` `no-map`, and described by `sram_node`.
+    fn fragment(self, sram_node: &str, bootargs: &str) -> String {
+        format!(
+            r#"/ {{
+    chosen {{
+        bootargs = "{bootargs}";
+    }};
+    reserved-memory {{
+        #address-cells = <2>;
+        #size-cells = <2>;
+        ranges;
+        shm@{base:x} {{
+            reg = <0x0 {base:#x} 0x0 {size:#x}>;
+            no-map;
+        }};
+    }};
+{sram_node}
+}};
+"#,
+            base = self.region.base,
+            size = self.region.size,
+        )
+    }
+
+    /// The well-formed `mmio-sram` node, as the seed's host device-tree change writes it.
+    fn good_sram_node(self) -> String {
+        format!(
+            r#"    sram@{base:x} {{
+        compatible = "mmio-sram";
+        reg = <0x0 {base:#x} 0x0 {size:#x}>;
+    }};"#,
+            base = self.region.base,
+            size = self.region.size,
+        )
+    }
 }
 
 /// Which CPU exception level QEMU starts the guest in.
@@ -57,62 +132,33 @@ impl EntryLevel {
     }
 }
 
-const CPU_ARGS: &[&str] = &["-cpu", "cortex-a57", "-smp", "1", "-m", "1G"];
-
-/// The device-tree change for the bare runs: the region is part of QEMU's RAM, so it is kept
-/// out of the guest's RAM with `/reserved-memory` `no-map`, and described as `mmio-sram`.
-fn region_fragment(sram_node: &str) -> String {
-    format!(
-        r#"/ {{
-    reserved-memory {{
-        #address-cells = <2>;
-        #size-cells = <2>;
-        ranges;
-        shm@{base:x} {{
-            reg = <0x0 {base:#x} 0x0 {size:#x}>;
-            no-map;
-        }};
-    }};
-{sram_node}
-}};
-"#,
-        base = REGION_BASE,
-        size = REGION_BYTES,
-    )
-}
-
-/// The well-formed `mmio-sram` node, as the seed's host device-tree change writes it.
-fn good_sram_node() -> String {
-    format!(
-        r#"    sram@{base:x} {{
-        compatible = "mmio-sram";
-        reg = <0x0 {base:#x} 0x0 {size:#x}>;
-    }};"#,
-        base = REGION_BASE,
-        size = REGION_BYTES,
-    )
-}
-
 /// A bare QEMU test case: which DTB it boots and what it must show.
 struct Case {
     name: &'static str,
     sram_node: String,
     entry: EntryLevel,
-    /// Substring the guest's `sramlink: error:` line must contain; `None` for a good run.
-    expected_error: Option<&'static str>,
+    /// The guest's `sramlink: error:` line must contain one of these; `None` for a good run.
+    expected_error: Option<&'static [&'static str]>,
     /// Write garbage over the ring's control words once the ring is ready.
     garbage: bool,
+    /// The guest's idle policy, given on its command line (`/chosen/bootargs`).
+    guest_idle: GuestIdle,
 }
 
+/// Console text of a guest panic or CPU exception: never a clean stop.
+pub const GUEST_CRASH_PATTERNS: &[&str] = &["sramlink: error: panic", "exception: ESR_EL1="];
+
 /// The bad-input runs of `cargo xtask test`.
-fn negative_cases() -> Vec<Case> {
+fn negative_cases(layout: Layout) -> Vec<Case> {
+    let Region { base, size } = layout.region;
     vec![
         Case {
             name: "bare-no-sram-node",
             sram_node: String::new(),
             entry: EntryLevel::El2,
-            expected_error: Some("mmio-sram"),
+            expected_error: Some(&["no enabled node with compatible = \"mmio-sram\""]),
             garbage: false,
+            guest_idle: GuestIdle::Wfe,
         },
         Case {
             name: "bare-misaligned-region",
@@ -121,11 +167,12 @@ fn negative_cases() -> Vec<Case> {
         compatible = "mmio-sram";
         reg = <0x0 {base:#x} 0x0 0x800000>;
     }};"#,
-                base = REGION_BASE + 0x800,
+                base = base + 0x800,
             ),
             entry: EntryLevel::El1,
-            expected_error: Some("aligned"),
+            expected_error: Some(&["is not page-aligned"]),
             garbage: false,
+            guest_idle: GuestIdle::Wfe,
         },
         Case {
             // The seed's own domU snippet: #size-cells = <1> with a four-cell reg.
@@ -141,19 +188,20 @@ fn negative_cases() -> Vec<Case> {
             reg = <0x0 {base:#x} 0x0 {size:#x}>;
         }};
     }};"#,
-                base = REGION_BASE,
-                size = REGION_BYTES,
             ),
             entry: EntryLevel::El1,
-            expected_error: Some("cells"),
+            expected_error: Some(&["not a multiple of 3 cells per entry"]),
             garbage: false,
+            guest_idle: GuestIdle::Wfe,
         },
         Case {
             name: "bare-garbage-header",
-            sram_node: good_sram_node(),
+            sram_node: layout.good_sram_node(),
             entry: EntryLevel::El1,
-            expected_error: Some(""),
+            // Whichever shared word the guest reads first: an index or the peer's state word.
+            expected_error: Some(&["protocol error", "state"]),
             garbage: true,
+            guest_idle: GuestIdle::BusyPoll,
         },
     ]
 }
@@ -162,7 +210,7 @@ fn negative_cases() -> Vec<Case> {
 struct RamFile(PathBuf);
 
 impl RamFile {
-    fn create(name: &str) -> Result<Self> {
+    fn create(name: &str, layout: Layout) -> Result<Self> {
         let dir = if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
         } else {
@@ -176,7 +224,7 @@ impl RamFile {
             .write(true)
             .open(&path)
             .with_context(|| format!("creating {}", path.display()))?;
-        file.set_len(RAM_BYTES)?;
+        file.set_len(layout.ram_bytes)?;
         Ok(Self(path))
     }
 }
@@ -188,24 +236,28 @@ impl Drop for RamFile {
 }
 
 /// Builds the case's DTB from QEMU's own.
-fn case_dtb(case: &Case) -> Result<PathBuf> {
+fn case_dtb(case: &Case, layout: Layout) -> Result<PathBuf> {
     let dir = paths::work_dir(case.name);
     std::fs::create_dir_all(&dir)?;
     let qemu_dtb = dir.join("qemu-virt.dtb");
-    dtb::dump_qemu_dtb(case.entry.machine(), CPU_ARGS, &qemu_dtb)?;
+    let cpu_args = layout.cpu_args();
+    let cpu_args: Vec<&str> = cpu_args.iter().map(String::as_str).collect();
+    dtb::dump_qemu_dtb(case.entry.machine(), &cpu_args, &qemu_dtb)?;
     let base = dtb::decompile(&qemu_dtb)?;
     let out = dir.join("guest.dtb");
-    dtb::compile(&dtb::merge(&base, &region_fragment(&case.sram_node)), &out)?;
+    let fragment = layout.fragment(&case.sram_node, case.guest_idle.bootarg());
+    dtb::compile(&dtb::merge(&base, &fragment), &out)?;
     Ok(out)
 }
 
-fn qemu_args(case: &Case, image: &Path, dtb: &Path, ram: &RamFile) -> Vec<String> {
+fn qemu_args(case: &Case, layout: Layout, image: &Path, dtb: &Path, ram: &RamFile) -> Vec<String> {
     let mut args: Vec<String> = vec!["-machine".into(), case.entry.machine().into()];
-    args.extend(CPU_ARGS.iter().map(|arg| arg.to_string()));
+    args.extend(layout.cpu_args());
     args.extend([
         "-object".into(),
         format!(
-            "memory-backend-file,id=ram,size={RAM_BYTES},mem-path={},share=on",
+            "memory-backend-file,id=ram,size={},mem-path={},share=on",
+            layout.ram_bytes,
             ram.0.display()
         ),
         "-machine".into(),
@@ -226,10 +278,10 @@ fn qemu_args(case: &Case, image: &Path, dtb: &Path, ram: &RamFile) -> Vec<String
 }
 
 /// Boots the guest and waits for its ring; the caller drives the rest.
-fn boot(case: &Case, image: &Path, ram: &RamFile) -> Result<Qemu> {
-    let dtb = case_dtb(case)?;
-    let mut qemu = Qemu::spawn(&qemu_args(case, image, &dtb, ram), case.name)?;
-    qemu.set_fatal_patterns(&["panicked at", "sramlink: exception"]);
+fn boot(case: &Case, layout: Layout, image: &Path, ram: &RamFile) -> Result<Qemu> {
+    let dtb = case_dtb(case, layout)?;
+    let mut qemu = Qemu::spawn(&qemu_args(case, layout, image, &dtb, ram), case.name)?;
+    qemu.set_fatal_patterns(GUEST_CRASH_PATTERNS);
     qemu.expect("guest banner", "sramlink: booted", BOOT_TIMEOUT)?;
     Ok(qemu)
 }
@@ -247,21 +299,23 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
 /// The good run: boot, let the host peer ping the guest `count` times, stop it, check both
 /// sides' figures, write `reports/NAME.json`.
 fn run_good(image: &Path, peer: &Path, options: &DemoOptions, name: &str) -> Result<PathBuf> {
+    let layout = Layout::load()?;
     let case = Case {
         name: "bare-good",
-        sram_node: good_sram_node(),
+        sram_node: layout.good_sram_node(),
         entry: EntryLevel::El1,
         expected_error: None,
         garbage: false,
+        guest_idle: options.guest_idle,
     };
-    let ram = RamFile::create(case.name)?;
-    let mut qemu = boot(&case, image, &ram)?;
-    qemu.set_fatal_patterns(&["panicked at", "sramlink: exception", "sramlink: error:"]);
+    let ram = RamFile::create(case.name, layout)?;
+    let mut qemu = boot(&case, layout, image, &ram)?;
+    qemu.set_fatal_patterns(&["sramlink: error:"]);
     qemu.expect("guest ring ready", "sramlink: ring ready", BOOT_TIMEOUT)?;
 
     // First the other idle policy, leaving the guest serving; then the main run, which stops it.
-    let comparison = run_peer(peer, &ram, options, !options.busy_poll, false)?;
-    let peer_report = run_peer(peer, &ram, options, options.busy_poll, true)?;
+    let comparison = run_peer(peer, &ram, layout, options, !options.busy_poll, false)?;
+    let peer_report = run_peer(peer, &ram, layout, options, options.busy_poll, true)?;
 
     let stats_line = qemu.expect("guest statistics", report::GUEST_STATS_MARKER, BOOT_TIMEOUT)?;
     qemu.expect("guest stop", "sramlink: stopping", BOOT_TIMEOUT)?;
@@ -270,7 +324,7 @@ fn run_good(image: &Path, peer: &Path, options: &DemoOptions, name: &str) -> Res
 
     let mut extra = Map::new();
     extra.insert("platform".into(), json!("qemu-virt (no Xen), host peer"));
-    extra.insert("region_base".into(), json!(REGION_BASE));
+    extra.insert("region_base".into(), json!(layout.region.base));
     extra.insert(
         "idle_comparison".into(),
         report::idle_comparison(&comparison, &peer_report),
@@ -293,17 +347,18 @@ fn run_good(image: &Path, peer: &Path, options: &DemoOptions, name: &str) -> Res
 fn run_peer(
     peer: &Path,
     ram: &RamFile,
+    layout: Layout,
     options: &DemoOptions,
     busy_poll: bool,
     stop_guest: bool,
 ) -> Result<Map<String, serde_json::Value>> {
-    let offset = REGION_BASE - RAM_BASE;
+    let offset = layout.file_offset();
     let mut command = Command::new(peer);
     command
         .arg("--file")
         .arg(&ram.0)
         .args(["--offset", &format!("{offset:#x}")])
-        .args(["--size", &format!("{REGION_BYTES:#x}")])
+        .args(["--size", &format!("{:#x}", layout.region.size)])
         .args(["--json", "--timeout", "30"]);
     if stop_guest {
         command.arg("--stop-guest");
@@ -336,19 +391,27 @@ fn run_peer(
 }
 
 /// A bad-input run: the guest must print its error line and stop cleanly.
-fn run_negative(case: &Case, image: &Path) -> Result<()> {
-    let ram = RamFile::create(case.name)?;
-    let mut qemu = boot(case, image, &ram)?;
+fn run_negative(case: &Case, layout: Layout, image: &Path) -> Result<()> {
+    let ram = RamFile::create(case.name, layout)?;
+    let mut qemu = boot(case, layout, image, &ram)?;
     if case.garbage {
-        qemu.set_fatal_patterns(&["panicked at", "sramlink: exception"]);
         qemu.expect("guest ring ready", "sramlink: ring ready", BOOT_TIMEOUT)?;
-        write_garbage(&ram)?;
+        write_garbage(&ram, layout)?;
     }
     let expected = case.expected_error.unwrap_or_default();
     let line = qemu.expect("guest error line", "sramlink: error:", BOOT_TIMEOUT)?;
-    if !line.contains(expected) {
+    if GUEST_CRASH_PATTERNS
+        .iter()
+        .any(|crash| line.contains(crash))
+    {
         bail!(
-            "{}: the guest's error line does not mention {expected:?}: {line}",
+            "{}: the guest crashed instead of reporting the bad input: {line}",
+            case.name
+        );
+    }
+    if !expected.iter().any(|text| line.contains(text)) {
+        bail!(
+            "{}: the guest's error line mentions none of {expected:?}: {line}",
             case.name
         );
     }
@@ -361,34 +424,34 @@ fn run_negative(case: &Case, image: &Path) -> Result<()> {
 
 /// Overwrites the region's control area (header, states, indices) with a pattern, as a
 /// misbehaving peer would.
-fn write_garbage(ram: &RamFile) -> Result<()> {
+fn write_garbage(ram: &RamFile, layout: Layout) -> Result<()> {
     let file = OpenOptions::new().write(true).open(&ram.0)?;
     let garbage: Vec<u8> = (0..512u32)
         .map(|i| (i.wrapping_mul(0x9d) ^ 0xa5) as u8)
         .collect();
-    file.write_all_at(&garbage, REGION_BASE - RAM_BASE)?;
+    file.write_all_at(&garbage, layout.file_offset())?;
     Ok(())
 }
 
 /// The bare QEMU system tests of `cargo xtask test`: a good run and the bad-input runs.
-pub fn system_tests<'a>(image: &'a Path, peer: &'a Path) -> Vec<SystemTest<'a>> {
+pub fn system_tests<'a>(image: &'a Path, peer: &'a Path) -> Result<Vec<SystemTest<'a>>> {
+    deps::ensure_qemu_tools()?;
+    let layout = Layout::load()?;
     let options = DemoOptions {
         count: 100_000,
         size: 64,
         busy_poll: false,
+        guest_idle: GuestIdle::Wfe,
     };
     let mut tests: Vec<SystemTest<'a>> = vec![(
         "bare-good".to_string(),
-        Box::new(move || {
-            deps::ensure_qemu_tools()?;
-            run_good(image, peer, &options, "bare-qemu-test").map(|_| ())
-        }),
+        Box::new(move || run_good(image, peer, &options, "bare-qemu-test").map(|_| ())),
     )];
-    for case in negative_cases() {
+    for case in negative_cases(layout) {
         tests.push((
             case.name.to_string(),
-            Box::new(move || run_negative(&case, image)),
+            Box::new(move || run_negative(&case, layout, image)),
         ));
     }
-    tests
+    Ok(tests)
 }

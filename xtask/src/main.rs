@@ -52,6 +52,26 @@ pub enum Mode {
     Bare,
 }
 
+/// How the guest waits when the ring is idle (its `sramlink.idle=` boot argument).
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug, Default)]
+pub enum GuestIdle {
+    /// Poll a while, then `wfe` (under Xen a trap that yields the physical CPU).
+    #[default]
+    Wfe,
+    /// Never wait: poll continuously.
+    BusyPoll,
+}
+
+impl GuestIdle {
+    /// The guest command-line word that selects this policy.
+    pub fn bootarg(self) -> &'static str {
+        match self {
+            GuestIdle::Wfe => "sramlink.idle=wfe",
+            GuestIdle::BusyPoll => "sramlink.idle=busy-poll",
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct DemoArgs {
     /// Boot path.
@@ -69,9 +89,13 @@ struct DemoArgs {
     /// Use this arm64 Linux Image for dom0 instead of Debian's (xen mode).
     #[arg(long)]
     dom0_kernel: Option<PathBuf>,
-    /// Let the peer busy-poll instead of backing off when idle.
+    /// Let the peer busy-poll instead of backing off when idle (the other policy is measured
+    /// too, in the same boot, for comparison).
     #[arg(long)]
     busy_poll: bool,
+    /// How the guest waits when idle.
+    #[arg(long, value_enum, default_value_t = GuestIdle::Wfe)]
+    guest_idle: GuestIdle,
 }
 
 #[derive(clap::Args)]
@@ -107,10 +131,16 @@ fn main() -> ExitCode {
 fn demo(args: DemoArgs) -> Result<()> {
     match args.mode {
         Mode::Bare => {
+            if args.xen.is_some() || args.dom0_kernel.is_some() {
+                anyhow::bail!(
+                    "--xen and --dom0-kernel are for --mode xen; the bare run has no Xen or dom0"
+                );
+            }
             let options = bare::DemoOptions {
                 count: args.count,
                 size: args.size,
                 busy_poll: args.busy_poll,
+                guest_idle: args.guest_idle,
             };
             bare::demo(&options)
         }

@@ -52,6 +52,8 @@ pub fn idle_comparison(first: &Map<String, Value>, second: &Map<String, Value>) 
             json!({
                 "rtt": report.get("rtt").cloned().unwrap_or(Value::Null),
                 "messages_per_second": report.get("messages_per_second").cloned().unwrap_or(Value::Null),
+                "messages_sent": counter(report, "messages_sent"),
+                "messages_received": counter(report, "messages_received"),
                 "lost": counter(report, "lost"),
                 "corrupted": counter(report, "corrupted"),
             }),
@@ -160,6 +162,13 @@ pub fn finish(
             path.display()
         );
     }
+    let asked = counter(&peer, "count");
+    if sent < asked || received < asked {
+        bail!(
+            "the peer was asked for {asked} round trips but sent {sent} and received {received}; see {}",
+            path.display()
+        );
+    }
     if lost != 0 || corrupted != 0 || protocol_errors != 0 {
         bail!(
             "the peer saw {lost} lost, {corrupted} corrupted messages and {protocol_errors} protocol errors; see {}",
@@ -176,13 +185,28 @@ pub fn finish(
                 path.display()
             );
         }
-        // Every message the peer sent before Stop reached the guest, and every reply the peer
-        // counted was sent by the guest (the guest also counts Stop and its Stats reply).
-        if counter(stats, "received") < sent || counter(stats, "sent") < received {
+        // The guest counts over the whole boot: with an idle-policy comparison, the peer ran
+        // twice against it, so compare with both runs' totals.
+        let (total_sent, total_received) = match peer.get("idle_comparison") {
+            Some(Value::Object(runs)) => {
+                runs.values()
+                    .filter_map(Value::as_object)
+                    .fold((0, 0), |(s, r), run| {
+                        (
+                            s + counter(run, "messages_sent"),
+                            r + counter(run, "messages_received"),
+                        )
+                    })
+            }
+            _ => (sent, received),
+        };
+        // Every message the peer sent reached the guest, which also counts Stop; the guest
+        // sent every reply the peer counted, and its Stats reply after them.
+        let (guest_received, guest_sent) = (counter(stats, "received"), counter(stats, "sent"));
+        if guest_received != total_sent + 1 || guest_sent != total_received {
             bail!(
-                "the two sides disagree: peer sent {sent} / received {received}, guest received {} / sent {}",
-                counter(stats, "received"),
-                counter(stats, "sent")
+                "the two sides disagree: the peer sent {total_sent} (+1 Stop) and received {total_received}, \
+                 the guest received {guest_received} and sent {guest_sent}"
             );
         }
     } else {

@@ -122,8 +122,13 @@ pub fn run(qemu: bool, xen: bool) -> Result<()> {
             Ok(())
         });
         if let Some(built) = &built {
-            for (name, case) in bare::system_tests(&built.guest_image, &built.peer_host) {
-                check(&mut outcomes, &format!("bare QEMU: {name}"), case);
+            match bare::system_tests(&built.guest_image, &built.peer_host) {
+                Ok(cases) => {
+                    for (name, case) in cases {
+                        check(&mut outcomes, &format!("bare QEMU: {name}"), case);
+                    }
+                }
+                Err(error) => check(&mut outcomes, "bare QEMU", || Err(error)),
             }
             if xen {
                 match xen::system_tests() {
