@@ -20,6 +20,9 @@ pub struct Outcome {
     pub attached: bool,
     /// The failure, if any (a clean run can still fail [`Report::passed`]).
     pub error: Option<PeerError>,
+    /// Things worth telling the user even on success (e.g. that `--base/--size` was accepted
+    /// through the `/reserved-memory` fallback); `main` prints them to stderr.
+    pub notes: Vec<String>,
 }
 
 impl Outcome {
@@ -33,13 +36,15 @@ impl Outcome {
 pub fn execute(cli: &Cli) -> Outcome {
     let mut report = initial_report(cli);
     let mut attached = false;
-    let result = run(cli, &mut report, &mut attached);
+    let mut notes = Vec::new();
+    let result = run(cli, &mut report, &mut attached, &mut notes);
     let error = result.err();
     report.error = error.as_ref().map(ToString::to_string);
     Outcome {
         report,
         attached,
         error,
+        notes,
     }
 }
 
@@ -69,8 +74,13 @@ fn initial_report(cli: &Cli) -> Report {
     }
 }
 
-fn run(cli: &Cli, report: &mut Report, attached: &mut bool) -> Result<(), PeerError> {
-    let mapping = map_region(cli, report)?;
+fn run(
+    cli: &Cli,
+    report: &mut Report,
+    attached: &mut bool,
+    notes: &mut Vec<String>,
+) -> Result<(), PeerError> {
+    let mapping = map_region(cli, report, notes)?;
     // SAFETY: `mapping` is a live read/write mapping of `len` bytes that outlives every use of
     // `memory`: `memory` and the `region` built from it are declared after `mapping`, so they
     // are dropped before it at the end of this function, and the session ends inside it; and
@@ -90,8 +100,14 @@ fn run(cli: &Cli, report: &mut Report, attached: &mut bool) -> Result<(), PeerEr
     session::run(&region, &options, report)
 }
 
-/// Maps the region the command line describes and records where it came from.
-fn map_region(cli: &Cli, report: &mut Report) -> Result<MappedRegion, PeerError> {
+/// Maps the region the command line describes and records where it came from. A
+/// `--base/--size` range is mapped only after the device tree confirms it (see
+/// [`DeviceTreeRegions::check_range`]); without a device tree it is refused.
+fn map_region(
+    cli: &Cli,
+    report: &mut Report,
+    notes: &mut Vec<String>,
+) -> Result<MappedRegion, PeerError> {
     match cli.region_source()? {
         RegionSource::File { path, offset, size } => {
             report.region_source = "file";
@@ -105,8 +121,10 @@ fn map_region(cli: &Cli, report: &mut Report) -> Result<MappedRegion, PeerError>
             report.region_source = "dev-mem";
             report.region_base = Some(base);
             report.region_size = size;
-            if cli.device_tree.exists() {
-                DeviceTreeRegions::scan(&cli.device_tree)?.check_range(&range)?;
+            let accepted = DeviceTreeRegions::check_range_at(&cli.device_tree, &range)?;
+            report.region_node = Some(accepted.node.path.clone());
+            if accepted.reserved_fallback {
+                notes.push(accepted.to_string());
             }
             MappedRegion::map_dev_mem(range)
         }

@@ -13,8 +13,10 @@ use crate::numbers::parse_number;
 /// region.
 ///
 /// The region is a host file (`--file PATH --offset N --size N`, e.g. QEMU's RAM backing file
-/// in /dev/shm), a physical range of /dev/mem (`--base ADDR --size N`, checked against the
-/// device tree), or, with neither, the single "mmio-sram" node of /proc/device-tree.
+/// in /dev/shm), a physical range of /dev/mem (`--base ADDR --size N`, which must equal the reg
+/// of an enabled "mmio-sram" node of the device tree, or of a /reserved-memory entry when the
+/// tree has no enabled "mmio-sram" node; refused when there is no device tree), or, with
+/// neither, the single "mmio-sram" node of /proc/device-tree.
 /// Numbers are hex (0x..) or decimal.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sramlink-peer", version)]
@@ -27,7 +29,8 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = parse_number, requires = "file")]
     pub offset: Option<u64>,
 
-    /// Physical address of the region, mapped through /dev/mem (page-aligned).
+    /// Physical address of the region, mapped through /dev/mem (page-aligned); --base/--size
+    /// must equal a range of the --device-tree.
     #[arg(long, value_name = "ADDR", value_parser = parse_number)]
     pub base: Option<u64>,
 
@@ -35,7 +38,9 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = parse_number)]
     pub size: Option<u64>,
 
-    /// Device-tree directory used for discovery and for checking --base.
+    /// Device-tree directory used for discovery and for checking --base/--size (which must
+    /// equal an enabled "mmio-sram" node's reg, or a /reserved-memory entry's reg if there is
+    /// no enabled "mmio-sram" node).
     #[arg(long, value_name = "DIR", default_value = crate::devicetree::PROC_DEVICE_TREE)]
     pub device_tree: PathBuf,
 

@@ -8,6 +8,10 @@
 //! - the entries under `/reserved-memory`: ranges carved out of RAM, where the region may also
 //!   be described (e.g. with `no-map`).
 //!
+//! A `--base/--size` range must equal an enabled `mmio-sram` node's `reg`; only a tree without
+//! any enabled `mmio-sram` node lets it equal a `/reserved-memory` entry instead
+//! ([`DeviceTreeRegions::check_range`]).
+//!
 //! `reg` is decoded with the **parent** node's `#address-cells` / `#size-cells` (defaults 2
 //! and 1 as in the devicetree specification); a `reg` whose length does not fit those cell
 //! counts is reported precisely rather than guessed at.
@@ -85,7 +89,8 @@ impl DeviceTreeRegions {
     pub fn scan(root: &Path) -> Result<Self, PeerError> {
         if !root.is_dir() {
             return Err(PeerError::region(format!(
-                "no device tree at {}: pass --file PATH --offset N --size N or --base ADDR --size N",
+                "no device tree at {}: pass --device-tree DIR naming one, or map a file with \
+                 --file PATH --offset N --size N",
                 root.display()
             )));
         }
@@ -116,46 +121,128 @@ impl DeviceTreeRegions {
     /// The single `mmio-sram` range to use when neither `--file` nor `--base` was given.
     /// Disabled nodes are skipped (and named in the error when nothing else is left).
     pub fn discover(&self) -> Result<NodeRange, PeerError> {
-        let enabled: Vec<NodeRange> = self
-            .sram
-            .iter()
-            .filter(|node| node.enabled)
-            .cloned()
-            .collect();
+        let enabled = self.enabled_sram();
         match enabled.as_slice() {
             [only] => Ok(only.clone()),
             [] if !self.sram.is_empty() => Err(PeerError::region(format!(
                 "every \"{MMIO_SRAM}\" node in the device tree is disabled ({}): the range was \
-                 not given to this domain (xen,passthrough?); pass --base ADDR --size N to map it anyway",
-                list(&self.sram)
+                 not given to this domain (xen,passthrough?); --base ADDR --size N is accepted only \
+                 for a range equal to a /reserved-memory entry (reserved-memory: {})",
+                list(&self.sram),
+                list(&self.reserved)
             ))),
             [] => Err(PeerError::region(format!(
                 "no node with compatible \"{MMIO_SRAM}\" in the device tree; pass --base ADDR --size N \
-                 (reserved-memory ranges: {})",
+                 equal to a /reserved-memory entry (reserved-memory ranges: {})",
                 list(&self.reserved)
             ))),
             several => Err(PeerError::region(format!(
-                "{} \"{MMIO_SRAM}\" ranges in the device tree, cannot choose: {}; pass --base ADDR --size N",
+                "{} \"{MMIO_SRAM}\" ranges in the device tree, cannot choose: {}; pass --base ADDR \
+                 --size N equal to one of them",
                 several.len(),
                 list(several)
             ))),
         }
     }
 
-    /// Accepts `range` only if it equals an `mmio-sram` range or lies inside a
-    /// `/reserved-memory` entry, so that a wrong address never maps random memory.
-    pub fn check_range(&self, range: &PhysRange) -> Result<(), PeerError> {
-        let is_sram = self.sram.iter().any(|node| node.range == *range);
-        let is_reserved = self.reserved.iter().any(|node| node.range.contains(range));
-        if is_sram || is_reserved {
-            return Ok(());
+    /// Reads the tree at `root` and checks `range` against it ([`Self::check_range`]). A
+    /// missing tree is an error, not a pass: without it nothing says the range is the shared
+    /// region rather than random RAM.
+    pub fn check_range_at(root: &Path, range: &PhysRange) -> Result<RangeMatch, PeerError> {
+        if !root.is_dir() {
+            return Err(PeerError::region(format!(
+                "cannot check --base/--size {range}: no device tree at {} to compare it with; \
+                 pass --device-tree DIR naming a device-tree directory that describes the region \
+                 (or map a file with --file PATH --offset N --size N)",
+                root.display()
+            )));
         }
+        Self::scan(root)?.check_range(range)
+    }
+
+    /// Accepts `range` only if it **equals** the `reg` of an enabled `mmio-sram` node, so that
+    /// a wrong address never maps random memory. Only when the tree has no enabled `mmio-sram`
+    /// node at all may it instead equal a `/reserved-memory` entry (the returned
+    /// [`RangeMatch::reserved_fallback`] says so). Sub-ranges are refused either way; every
+    /// error lists the ranges that do exist.
+    pub fn check_range(&self, range: &PhysRange) -> Result<RangeMatch, PeerError> {
+        let enabled = self.enabled_sram();
+        if !enabled.is_empty() {
+            if let Some(node) = enabled.iter().find(|node| node.range == *range) {
+                return Ok(RangeMatch {
+                    node: node.clone(),
+                    reserved_fallback: false,
+                });
+            }
+            let inside = enabled
+                .iter()
+                .find(|node| node.range.contains(range))
+                .map(|node| format!("; it lies inside {node} but must equal it"))
+                .unwrap_or_default();
+            return Err(PeerError::region(format!(
+                "refusing to map {range}: --base/--size must equal the reg of an enabled \
+                 \"{MMIO_SRAM}\" node of the device tree{inside} (mmio-sram: {}; /reserved-memory \
+                 entries are not accepted while an enabled \"{MMIO_SRAM}\" node exists: {})",
+                list(&self.sram),
+                list(&self.reserved)
+            )));
+        }
+        if let Some(node) = self.reserved.iter().find(|node| node.range == *range) {
+            return Ok(RangeMatch {
+                node: node.clone(),
+                reserved_fallback: true,
+            });
+        }
+        let inside = self
+            .reserved
+            .iter()
+            .find(|node| node.range.contains(range))
+            .map(|node| format!("; it lies inside {node} but must equal it"))
+            .unwrap_or_default();
         Err(PeerError::region(format!(
-            "refusing to map {range}: it is neither an \"{MMIO_SRAM}\" node nor inside a \
-             /reserved-memory entry of the device tree (mmio-sram: {}; reserved-memory: {})",
+            "refusing to map {range}: the device tree has no enabled \"{MMIO_SRAM}\" node \
+             (mmio-sram: {}), so --base/--size must equal a /reserved-memory entry instead \
+             (fallback){inside} (reserved-memory: {})",
             list(&self.sram),
             list(&self.reserved)
         )))
+    }
+
+    fn enabled_sram(&self) -> Vec<NodeRange> {
+        self.sram
+            .iter()
+            .filter(|node| node.enabled)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The device-tree entry a `--base/--size` range was accepted for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeMatch {
+    /// The entry whose `reg` equals the range.
+    pub node: NodeRange,
+    /// The entry is a `/reserved-memory` child, accepted only because the tree has no
+    /// enabled `mmio-sram` node.
+    pub reserved_fallback: bool,
+}
+
+impl fmt::Display for RangeMatch {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.reserved_fallback {
+            write!(
+                formatter,
+                "{} accepted as the /reserved-memory entry {} (fallback: the device tree has \
+                 no enabled \"{MMIO_SRAM}\" node)",
+                self.node.range, self.node.path
+            )
+        } else {
+            write!(
+                formatter,
+                "{} accepted as the \"{MMIO_SRAM}\" node {}",
+                self.node.range, self.node.path
+            )
+        }
     }
 }
 
@@ -503,16 +590,138 @@ mod tests {
         assert!(error.message.contains("no device tree"), "{error}");
     }
 
+    /// Only a `/reserved-memory` entry, no `mmio-sram` node (the fallback case).
+    fn reserved_only_tree() -> FakeTree {
+        let tree = FakeTree::new();
+        tree.cells("/reserved-memory", 2, 2);
+        tree.reg(
+            "/reserved-memory/shm@7f000000",
+            &[0, 0x7f00_0000, 0, 0x100_0000],
+        );
+        tree
+    }
+
+    const SUBRANGE: PhysRange = PhysRange {
+        base: 0x7f80_0000,
+        size: 0x1000,
+    };
+
     #[test]
-    fn check_range_accepts_the_node_or_a_reserved_subrange() {
-        let regions = qemu_tree().scan().expect("scan");
-        regions.check_range(&REGION).expect("exact node");
-        regions
-            .check_range(&PhysRange {
-                base: 0x7f80_0000,
-                size: 0x1000,
-            })
-            .expect("inside reserved-memory");
+    fn check_range_accepts_the_exact_node() {
+        let accepted = qemu_tree().scan().expect("scan").check_range(&REGION);
+        let accepted = accepted.expect("exact mmio-sram node");
+        assert_eq!(accepted.node.path, "/sram@7f000000");
+        assert!(!accepted.reserved_fallback);
+        assert!(!accepted.to_string().contains("fallback"), "{accepted}");
+    }
+
+    #[test]
+    fn check_range_refuses_a_subrange_of_the_node() {
+        // No reserved-memory at all, so only the mmio-sram rule can apply.
+        let tree = FakeTree::new();
+        tree.property("/sram@7f000000", "compatible", b"mmio-sram\0");
+        tree.reg("/sram@7f000000", &[0, 0x7f00_0000, 0, 0x100_0000]);
+        let error = tree
+            .scan()
+            .expect("scan")
+            .check_range(&SUBRANGE)
+            .expect_err("sub-range of mmio-sram");
+        assert!(
+            error.message.contains("refusing to map 0x7f800000+0x1000"),
+            "{error}"
+        );
+        assert!(
+            error
+                .message
+                .contains("inside 0x7f000000+0x1000000 (/sram@7f000000) but must equal it"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn check_range_refuses_a_subrange_of_reserved_memory() {
+        // With an mmio-sram node (the reserved entry is not even eligible) ...
+        let error = qemu_tree()
+            .scan()
+            .expect("scan")
+            .check_range(&SUBRANGE)
+            .expect_err("sub-range with an mmio-sram node");
+        assert!(
+            error.message.contains("/reserved-memory/shm@7f000000"),
+            "{error}"
+        );
+        // ... and without one (the fallback applies, but only to the exact entry).
+        let error = reserved_only_tree()
+            .scan()
+            .expect("scan")
+            .check_range(&SUBRANGE)
+            .expect_err("sub-range of reserved-memory");
+        assert!(error.message.contains("fallback"), "{error}");
+        assert!(
+            error.message.contains(
+                "inside 0x7f000000+0x1000000 (/reserved-memory/shm@7f000000) but must equal it"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn check_range_accepts_exact_reserved_memory_only_without_an_enabled_node() {
+        let accepted = reserved_only_tree()
+            .scan()
+            .expect("scan")
+            .check_range(&REGION)
+            .expect("exact reserved-memory entry, no mmio-sram node");
+        assert_eq!(accepted.node.path, "/reserved-memory/shm@7f000000");
+        assert!(accepted.reserved_fallback);
+        assert!(accepted.to_string().contains("fallback"), "{accepted}");
+
+        // An enabled mmio-sram node elsewhere takes the fallback away.
+        let tree = reserved_only_tree();
+        tree.property("/sram@50000000", "compatible", b"mmio-sram\0");
+        tree.reg("/sram@50000000", &[0, 0x5000_0000, 0, 0x1000]);
+        let error = tree
+            .scan()
+            .expect("scan")
+            .check_range(&REGION)
+            .expect_err("reserved-memory while an mmio-sram node is enabled");
+        assert!(
+            error.message.contains("0x50000000+0x1000 (/sram@50000000)"),
+            "{error}"
+        );
+        assert!(
+            error
+                .message
+                .contains("0x7f000000+0x1000000 (/reserved-memory/shm@7f000000)"),
+            "{error}"
+        );
+
+        // A disabled one does not.
+        tree.property("/sram@50000000", "status", b"disabled\0");
+        let accepted = tree
+            .scan()
+            .expect("scan")
+            .check_range(&REGION)
+            .expect("only disabled mmio-sram nodes");
+        assert!(accepted.reserved_fallback);
+    }
+
+    #[test]
+    fn check_range_refuses_a_disabled_node_without_reserved_memory() {
+        let tree = FakeTree::new();
+        tree.property("/sram@7f000000", "compatible", b"mmio-sram\0");
+        tree.property("/sram@7f000000", "status", b"disabled\0");
+        tree.reg("/sram@7f000000", &[0, 0x7f00_0000, 0, 0x100_0000]);
+        let error = tree
+            .scan()
+            .expect("scan")
+            .check_range(&REGION)
+            .expect_err("disabled node");
+        assert!(
+            error.message.contains("/sram@7f000000, disabled"),
+            "{error}"
+        );
+        assert!(error.message.contains("reserved-memory: none"), "{error}");
     }
 
     #[test]
@@ -529,9 +738,16 @@ mod tests {
                 .contains("refusing to map 0x40000000+0x1000000"),
             "{error}"
         );
-        assert!(error.message.contains("/sram@7f000000"), "{error}");
         assert!(
-            error.message.contains("/reserved-memory/shm@7f000000"),
+            error
+                .message
+                .contains("0x7f000000+0x1000000 (/sram@7f000000)"),
+            "{error}"
+        );
+        assert!(
+            error
+                .message
+                .contains("0x7f000000+0x1000000 (/reserved-memory/shm@7f000000)"),
             "{error}"
         );
         let straddling = PhysRange {
@@ -539,6 +755,30 @@ mod tests {
             size: 0x20_0000,
         };
         assert!(regions.check_range(&straddling).is_err());
+        let larger = PhysRange {
+            base: 0x7f00_0000,
+            size: 0x200_0000,
+        };
+        assert!(regions.check_range(&larger).is_err());
+    }
+
+    #[test]
+    fn check_range_without_a_tree_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let absent = dir.path().join("absent");
+        let error = DeviceTreeRegions::check_range_at(&absent, &REGION).expect_err("no tree");
+        assert_eq!(error.kind, crate::error::ErrorKind::Region);
+        assert!(error.message.contains("cannot check"), "{error}");
+        assert!(
+            error.message.contains(&absent.display().to_string()),
+            "{error}"
+        );
+        assert!(error.message.contains("--device-tree DIR"), "{error}");
+        // The same tree, once it exists, is read and the range accepted.
+        let tree = qemu_tree();
+        let accepted =
+            DeviceTreeRegions::check_range_at(tree.dir.path(), &REGION).expect("tree exists");
+        assert_eq!(accepted.node.path, "/sram@7f000000");
     }
 
     #[test]

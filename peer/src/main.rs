@@ -9,6 +9,9 @@ use sramlink_peer::cli::Cli;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = app::execute(&cli);
+    for note in &outcome.notes {
+        eprintln!("sramlink-peer: note: {note}");
+    }
     if outcome.attached {
         print!("{}", outcome.report.human_summary());
     }

@@ -65,7 +65,8 @@ pub struct Report {
     pub region_file: Option<String>,
     /// Offset of the region in the file (`file` source), else `null`.
     pub region_file_offset: Option<u64>,
-    /// The device-tree node the region came from (`device-tree` source), else `null`.
+    /// The device-tree node the region came from (`device-tree` source) or whose `reg` the
+    /// `--base/--size` range was checked to equal (`dev-mem` source), else `null`.
     pub region_node: Option<String>,
     /// Physical base of the region (`dev-mem`, `device-tree`); `null` for a file, whose
     /// physical address only the launcher knows.

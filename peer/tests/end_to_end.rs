@@ -451,3 +451,36 @@ fn cli_refuses_a_base_outside_the_device_tree() {
         "{error}"
     );
 }
+
+#[test]
+fn cli_refuses_a_base_without_a_device_tree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let absent = dir.path().join("no-device-tree");
+    let cli = Cli::try_parse_from([
+        "sramlink-peer",
+        "--base",
+        "0x7f000000",
+        "--size",
+        "0x1000000",
+        "--device-tree",
+        absent.to_str().expect("utf-8 path"),
+        "ping",
+    ])
+    .expect("valid command line");
+    let outcome = app::execute(&cli);
+    assert!(!outcome.attached);
+    assert_eq!(app::exit_code(&outcome), 1);
+    let error = outcome.error.expect("refused, not mapped unchecked");
+    assert_eq!(error.kind, ErrorKind::Region);
+    assert!(
+        error
+            .message
+            .contains("cannot check --base/--size 0x7f000000+0x1000000"),
+        "{error}"
+    );
+    assert!(
+        error.message.contains(absent.to_str().expect("utf-8 path")),
+        "{error}"
+    );
+    assert!(error.message.contains("--device-tree DIR"), "{error}");
+}
