@@ -18,6 +18,7 @@
 //! - Shared region: the enabled node(s) with `compatible = "mmio-sram"` anywhere in the tree;
 //!   with several, `/chosen/sramlink,region = "/path/to/node"` picks one. The boolean property
 //!   `sramlink,cacheable` on the node asks for a Normal write-back mapping.
+//! - Guest options: `/chosen/bootargs`, interpreted by [`crate::bootargs`] (the idle policy).
 //!
 //! Addresses are translated to CPU physical addresses through every ancestor bus' `ranges`
 //! (empty `ranges;`, as Xen's `passthrough` node has, is 1:1). A bus without `ranges` is
@@ -32,6 +33,8 @@ use core::fmt;
 use fdt::{Fdt, node::FdtNode};
 use heapless::{String, Vec};
 
+use crate::backoff::IdlePolicy;
+use crate::bootargs::{self, BootArgsError};
 use crate::range::PhysRange;
 
 /// Most RAM banks kept (further banks are an error, not silently dropped).
@@ -414,6 +417,8 @@ pub struct Platform {
     pub psci: Option<PsciConduit>,
     /// The shared-region node, or why there is none to use.
     pub region: Result<RegionNode, DtError>,
+    /// The idle policy `/chosen/bootargs` selects, or why its option cannot be followed.
+    pub idle: Result<IdlePolicy, BootArgsError>,
 }
 
 impl Platform {
@@ -625,6 +630,7 @@ struct Discovery<'a> {
     region_count: usize,
     stdout_path: Option<&'a str>,
     chosen_region: Option<&'a str>,
+    bootargs: Option<&'a [u8]>,
 }
 
 fn child_path(parent: &str, name: &str) -> NodePath {
@@ -671,6 +677,7 @@ impl<'a> Discovery<'a> {
                         self.stdout_path = property.as_str()
                     }
                     "sramlink,region" => self.chosen_region = property.as_str(),
+                    "bootargs" => self.bootargs = Some(property.value),
                     _ => {}
                 }
             }
@@ -854,6 +861,7 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DtError> {
         region_count: 0,
         stdout_path: None,
         chosen_region: None,
+        bootargs: None,
     };
     // The root's own reg (none) would use the defaults; its children use its cells.
     discovery.visit(root, "/", Cells::DEFAULT, None, 0)?;
@@ -863,6 +871,7 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DtError> {
     Ok(Platform {
         console: discovery.console(&fdt),
         region: discovery.region(),
+        idle: bootargs::idle_policy(discovery.bootargs),
         memory: discovery.memory,
         reserved: discovery.reserved,
         psci: discovery.psci,
@@ -955,6 +964,7 @@ mod tests {
         assert_eq!(region.path, "/sram@7f000000");
         assert_eq!(region.range, range(0x7f00_0000, 0x8000_0000));
         assert!(!region.cacheable);
+        assert_eq!(platform.idle, Ok(IdlePolicy::Wfe));
     }
 
     #[test]
@@ -1170,6 +1180,50 @@ mod tests {
             error.to_string(),
             "/chosen/sramlink,region = \"/sram@60000000\" names no enabled mmio-sram node"
         );
+    }
+
+    /// A tree whose `/chosen` holds `bootargs` (when given), and another node holding
+    /// `other_bootargs`, which must be ignored.
+    fn tree_with_bootargs(bootargs: Option<&str>, other_bootargs: &str) -> Vec<u8> {
+        let mut writer = FdtWriter::new();
+        writer.begin("");
+        writer.begin("chosen");
+        if let Some(bootargs) = bootargs {
+            writer.string("bootargs", bootargs);
+        }
+        writer
+            .begin("domU1")
+            .string("bootargs", other_bootargs)
+            .end();
+        writer.end();
+        writer.begin("memory").string("device_type", "memory");
+        writer.cells("reg", &[0, 0x4000_0000, 0x1000_0000]).end();
+        writer.end();
+        writer.finish()
+    }
+
+    #[test]
+    fn chosen_bootargs_select_the_idle_policy() {
+        let idle = |bootargs| {
+            discover(&tree_with_bootargs(bootargs, "sramlink.idle=bogus"))
+                .unwrap()
+                .idle
+        };
+        assert_eq!(idle(None), Ok(IdlePolicy::Wfe));
+        assert_eq!(idle(Some("console=hvc0")), Ok(IdlePolicy::Wfe));
+        assert_eq!(
+            idle(Some("console=hvc0 sramlink.idle=busy-poll")),
+            Ok(IdlePolicy::BusyPoll)
+        );
+        assert_eq!(idle(Some("sramlink.idle=wfe")), Ok(IdlePolicy::Wfe));
+        assert_eq!(
+            idle(Some("sramlink.idle=sleep")).unwrap_err().to_string(),
+            "bootargs: sramlink.idle=\"sleep\" is unknown (accepted values: wfe, busy-poll)"
+        );
+        // A bad option does not hide the rest of the platform.
+        let platform = discover(&tree_with_bootargs(Some("sramlink.idle=x"), "")).unwrap();
+        assert!(platform.idle.is_err());
+        assert_eq!(platform.memory.len(), 1);
     }
 
     #[test]

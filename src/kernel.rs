@@ -7,9 +7,9 @@
 //!                    3. build the identity map in the static table pool
 //!                    4. MMU and caches on; console and PSCI conduit recorded
 //!                  ──► kernel_main (safe)
-//!                    5. banner, region line
+//!                    5. banner, region line, idle policy (from /chosen/bootargs)
 //!                    6. Region::create, guest state Ready, "ring ready"
-//!                    7. Service::run until Stop (or the peer stops)
+//!                    7. Service::run until Stop (or the peer stops), idling per the policy
 //!                    8. stats, "stopping", PSCI SYSTEM_OFF
 //! ```
 //! Any failure prints `sramlink: error: ...` then `sramlink: stopping`, and powers off. Before
@@ -305,6 +305,8 @@ fn kernel_main(boot: BootInfo) -> ! {
             "device"
         }
     );
+    let idle_policy = boot.platform.idle.unwrap_or_else(|error| fatal(&error));
+    println!("sramlink: idle policy: {}", idle_policy.name());
     // SAFETY: `map_guest` identity-mapped the region read/write (Device-nGnRE, or Normal WB when
     // cacheable; both take aligned 32/64-bit accesses) for the kernel's life, and no other code
     // of the guest touches it.
@@ -331,7 +333,7 @@ fn kernel_main(boot: BootInfo) -> ! {
     );
 
     let started = timer::counter();
-    let mut backoff = Backoff::new(timer::frequency());
+    let mut backoff = Backoff::new(timer::frequency(), idle_policy);
     let stats = Service::new(ring)
         .run(|| {
             match backoff.pause(timer::counter()) {

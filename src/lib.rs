@@ -8,10 +8,12 @@
 //! - [`paging`]: the translation-table builder and walker;
 //! - [`memory_map`]: which ranges the guest maps and how;
 //! - [`range`]: physical address ranges;
-//! - [`backoff`]: when the idle serving loop spins and when it waits for an event.
+//! - [`backoff`]: when the idle serving loop spins and when it waits for an event;
+//! - [`bootargs`]: the guest's options on its command line (`/chosen/bootargs`).
 #![cfg_attr(not(test), no_std)]
 
 pub mod backoff;
+pub mod bootargs;
 pub mod devicetree;
 pub mod memory_map;
 pub mod paging;

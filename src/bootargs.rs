@@ -1,0 +1,224 @@
+//! The guest's command line: `/chosen/bootargs`.
+//!
+//! Xen copies a dom0less domU node's `bootargs` into the guest's `/chosen/bootargs`; on bare
+//! QEMU it is whatever the DTB's `/chosen` holds (`-append`). The words are separated by
+//! whitespace; the guest reads only its own options and ignores every other word:
+//!
+//! - `sramlink.idle=wfe` (default) or `sramlink.idle=busy-poll`: the serving loop's
+//!   [`IdlePolicy`]. Any other value is an error. When the option appears more than once, every
+//!   occurrence must be valid and the last one wins, as for Linux's `key=value` parameters.
+
+use core::fmt;
+
+use heapless::String;
+
+use crate::backoff::IdlePolicy;
+
+/// The option that selects the idle policy.
+pub const IDLE_OPTION: &str = "sramlink.idle";
+
+/// Most characters of a rejected value repeated in an error message (escaped), so that the
+/// error line stays well under the 128-byte line buffer of Xen's vpl011.
+pub const MAX_SHOWN_VALUE: usize = 24;
+
+/// Room for a shown value: the characters, then `...` when cut.
+type ShownValue = String<{ MAX_SHOWN_VALUE + 3 }>;
+
+/// A guest option on the command line that the guest cannot follow.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum BootArgsError {
+    /// `sramlink.idle=` with a value that names no [`IdlePolicy`].
+    UnknownIdlePolicy {
+        /// The value, escaped and cut to [`MAX_SHOWN_VALUE`] characters.
+        value: ShownValue,
+    },
+    /// `sramlink.idle` without `=value`.
+    MissingIdlePolicy,
+}
+
+/// Writes the accepted idle-policy names, comma-separated.
+fn accepted_policies(f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    for (index, policy) in IdlePolicy::ALL.iter().enumerate() {
+        if index > 0 {
+            f.write_str(", ")?;
+        }
+        f.write_str(policy.name())?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for BootArgsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootArgsError::UnknownIdlePolicy { value } => {
+                write!(f, "bootargs: {IDLE_OPTION}=\"{value}\" is unknown")?
+            }
+            BootArgsError::MissingIdlePolicy => write!(f, "bootargs: {IDLE_OPTION} has no value")?,
+        }
+        f.write_str(" (accepted values: ")?;
+        accepted_policies(f)?;
+        f.write_str(")")
+    }
+}
+
+/// `value` escaped (non-printable and non-ASCII bytes as `\xNN`), cut to [`MAX_SHOWN_VALUE`]
+/// characters with `...` appended when longer.
+fn shown(value: &[u8]) -> ShownValue {
+    let mut shown = ShownValue::new();
+    let mut escaped = value.escape_ascii();
+    for character in escaped.by_ref().take(MAX_SHOWN_VALUE) {
+        // Capacity is MAX_SHOWN_VALUE + 3: these pushes cannot fail.
+        let _ = shown.push(char::from(character));
+    }
+    if escaped.next().is_some() {
+        let _ = shown.push_str("...");
+    }
+    shown
+}
+
+/// The idle policy `bootargs` (the raw `/chosen/bootargs` property, if any) selects.
+///
+/// The property is taken as bytes, not as UTF-8 text, so a stray non-UTF-8 byte in another
+/// word cannot hide the option; NUL bytes (the terminator, or the separators of a string list)
+/// separate words like whitespace does.
+pub fn idle_policy(bootargs: Option<&[u8]>) -> Result<IdlePolicy, BootArgsError> {
+    let words = bootargs
+        .unwrap_or(&[])
+        .split(|byte| byte.is_ascii_whitespace() || *byte == 0)
+        .filter(|word| !word.is_empty());
+    let mut policy = IdlePolicy::default();
+    for word in words {
+        let Some(rest) = word.strip_prefix(IDLE_OPTION.as_bytes()) else {
+            continue;
+        };
+        policy = match rest {
+            [] => return Err(BootArgsError::MissingIdlePolicy),
+            [b'=', value @ ..] => {
+                IdlePolicy::from_name(value).ok_or_else(|| BootArgsError::UnknownIdlePolicy {
+                    value: shown(value),
+                })?
+            }
+            // Another option that merely starts the same, e.g. `sramlink.idler=1`.
+            _ => continue,
+        };
+    }
+    Ok(policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::string::ToString;
+
+    use super::*;
+
+    fn parse(bootargs: &str) -> Result<IdlePolicy, BootArgsError> {
+        idle_policy(Some(bootargs.as_bytes()))
+    }
+
+    /// The whole console line the kernel prints for `error`.
+    fn error_line(error: &BootArgsError) -> std::string::String {
+        std::format!("sramlink: error: {error}")
+    }
+
+    #[test]
+    fn absent_bootargs_or_option_gives_wfe() {
+        assert_eq!(idle_policy(None), Ok(IdlePolicy::Wfe));
+        assert_eq!(parse(""), Ok(IdlePolicy::Wfe));
+        assert_eq!(parse("\0"), Ok(IdlePolicy::Wfe));
+        assert_eq!(parse("console=hvc0 quiet"), Ok(IdlePolicy::Wfe));
+    }
+
+    #[test]
+    fn both_values_are_recognised() {
+        assert_eq!(parse("sramlink.idle=wfe"), Ok(IdlePolicy::Wfe));
+        assert_eq!(parse("sramlink.idle=busy-poll"), Ok(IdlePolicy::BusyPoll));
+        // As the property holds it: NUL-terminated.
+        assert_eq!(parse("sramlink.idle=busy-poll\0"), Ok(IdlePolicy::BusyPoll));
+    }
+
+    #[test]
+    fn option_among_other_words_is_found() {
+        assert_eq!(
+            parse("console=ttyAMA0  sramlink.idle=busy-poll\tloglevel=8\n"),
+            Ok(IdlePolicy::BusyPoll)
+        );
+        // Non-UTF-8 bytes in other words do not hide it.
+        assert_eq!(
+            idle_policy(Some(b"x=\xff\xfe sramlink.idle=busy-poll\0")),
+            Ok(IdlePolicy::BusyPoll)
+        );
+        // Look-alike options and words that merely contain it are someone else's.
+        assert_eq!(
+            parse("sramlink.idler=busy-poll xsramlink.idle=bogus sramlink.idle.x=1"),
+            Ok(IdlePolicy::Wfe)
+        );
+    }
+
+    #[test]
+    fn the_last_occurrence_wins() {
+        assert_eq!(
+            parse("sramlink.idle=busy-poll sramlink.idle=wfe"),
+            Ok(IdlePolicy::Wfe)
+        );
+        assert_eq!(
+            parse("sramlink.idle=wfe sramlink.idle=busy-poll"),
+            Ok(IdlePolicy::BusyPoll)
+        );
+    }
+
+    #[test]
+    fn a_bad_value_is_an_error_listing_the_accepted_values() {
+        let error = parse("console=hvc0 sramlink.idle=spin").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "bootargs: sramlink.idle=\"spin\" is unknown (accepted values: wfe, busy-poll)"
+        );
+        // Values are exact: no case folding, no prefixes.
+        for bad in ["WFE", "busy", "wfe,", "busy-poll2", "\"wfe\""] {
+            let bootargs = std::format!("sramlink.idle={bad}");
+            assert!(
+                matches!(
+                    parse(&bootargs),
+                    Err(BootArgsError::UnknownIdlePolicy { .. })
+                ),
+                "{bootargs}"
+            );
+        }
+        // A bad occurrence is an error even when a later one is good.
+        assert!(parse("sramlink.idle=nope sramlink.idle=wfe").is_err());
+    }
+
+    #[test]
+    fn an_empty_or_missing_value_is_an_error() {
+        assert_eq!(
+            parse("sramlink.idle=").unwrap_err().to_string(),
+            "bootargs: sramlink.idle=\"\" is unknown (accepted values: wfe, busy-poll)"
+        );
+        assert_eq!(
+            parse("quiet sramlink.idle").unwrap_err().to_string(),
+            "bootargs: sramlink.idle has no value (accepted values: wfe, busy-poll)"
+        );
+    }
+
+    #[test]
+    fn long_or_binary_values_are_escaped_and_cut_to_keep_the_line_short() {
+        let long = std::format!("sramlink.idle={}", "y".repeat(300));
+        let error = parse(&long).unwrap_err();
+        let expected = std::format!("\"{}...\"", "y".repeat(MAX_SHOWN_VALUE));
+        assert!(error.to_string().contains(&expected), "{error}");
+
+        let binary = idle_policy(Some(b"sramlink.idle=\x01\xff\"\x1b[2J")).unwrap_err();
+        assert_eq!(
+            binary.to_string(),
+            "bootargs: sramlink.idle=\"\\x01\\xff\\\"\\x1b[2J\" is unknown \
+             (accepted values: wfe, busy-poll)"
+        );
+
+        let worst =
+            idle_policy(Some(&[b"sramlink.idle=".as_slice(), &[0xff; 200]].concat())).unwrap_err();
+        for error in [error, binary, worst] {
+            let line = error_line(&error);
+            assert!(line.len() < 120, "{} bytes: {line}", line.len());
+        }
+    }
+}
