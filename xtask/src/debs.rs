@@ -1,13 +1,19 @@
 //! Debian's arm64 Xen, Linux kernel and busybox, downloaded (never installed) and unpacked into
-//! `target/sramlink/cache/debs/`, reused on later runs.
+//! `target/sramlink/cache/debs/`, reused on later runs. Only what the run needs is fetched: a
+//! user's own Xen (`--xen`) or dom0 kernel (`--dom0-kernel`) replaces Debian's, which is then
+//! neither downloaded nor unpacked; busybox always comes from Debian.
 //!
 //! Steps, each skipped when its result is already there: `dpkg --add-architecture arm64` and
 //! `apt-get update` (root only), resolve the kernel package from the metapackage
-//! `linux-image-arm64`, `apt-get download PKG:arm64`, `dpkg-deb -x`.
+//! `linux-image-arm64`, `apt-get download PKG:arm64`, `dpkg-deb -x`. Every step runs with a
+//! time limit ([`status_within`], [`output_within`]) and fails naming the step when it is hit.
 
 use anyhow::{Context, Result, bail};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Debian package of the hypervisor (bookworm).
 pub const XEN_PACKAGE: &str = "xen-hypervisor-4.17-arm64";
@@ -20,7 +26,26 @@ pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// Path of busybox inside [`BUSYBOX_PACKAGE`].
 const BUSYBOX_FILE: &str = "bin/busybox";
 
-/// The unpacked arm64 binaries a Xen run needs.
+/// `apt-get update` (all lists, over the network).
+const APT_UPDATE_LIMIT: Duration = Duration::from_secs(600);
+/// One `apt-get download` (the kernel package is the largest, about 70 MB).
+const DOWNLOAD_LIMIT: Duration = Duration::from_secs(900);
+/// One `dpkg-deb -x` (local decompression).
+const UNPACK_LIMIT: Duration = Duration::from_secs(300);
+/// Local queries: `dpkg --print-foreign-architectures`, `dpkg --add-architecture`,
+/// `apt-cache show`.
+const LOCAL_LIMIT: Duration = Duration::from_secs(120);
+
+/// The user's own binaries, replacing Debian's (`--xen`, `--dom0-kernel`).
+#[derive(Clone, Debug, Default)]
+pub struct Own {
+    /// A Xen hypervisor Image; Debian's [`XEN_PACKAGE`] is then not fetched.
+    pub xen: Option<PathBuf>,
+    /// A dom0 Linux Image; Debian's kernel package is then not fetched.
+    pub dom0_kernel: Option<PathBuf>,
+}
+
+/// The arm64 binaries a Xen run boots, each the user's own or unpacked from Debian.
 #[derive(Clone, Debug)]
 pub struct Binaries {
     /// The Xen hypervisor (an arm64 Image).
@@ -36,52 +61,156 @@ pub fn cache_dir() -> PathBuf {
     crate::paths::out_dir().join("cache").join("debs")
 }
 
-/// Returns the unpacked binaries, downloading and unpacking what the cache lacks.
-pub fn fetch() -> Result<Binaries> {
+/// A user-given file: must exist and be a non-empty regular file (following links).
+fn own_file(option: &str, path: &Path) -> Result<PathBuf> {
+    let metadata = std::fs::metadata(path).with_context(|| {
+        format!(
+            "{option} {}: no such file (give the path of your own binary, or leave {option} \
+             out to use Debian's)",
+            path.display()
+        )
+    })?;
+    if !metadata.is_file() {
+        bail!("{option} {}: not a regular file", path.display());
+    }
+    if metadata.len() == 0 {
+        bail!("{option} {}: the file is empty", path.display());
+    }
+    std::fs::canonicalize(path).with_context(|| format!("{option} {}", path.display()))
+}
+
+/// Which Debian binaries are wanted (busybox always).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Wanted {
+    xen: bool,
+    kernel: bool,
+}
+
+/// Returns the binaries of a Xen run: the user's own where given (checked to exist), Debian's
+/// otherwise, downloading and unpacking only the packages the cache lacks and the run needs.
+pub fn fetch(own: &Own) -> Result<Binaries> {
+    let own_xen = own
+        .xen
+        .as_deref()
+        .map(|path| own_file("--xen", path))
+        .transpose()?;
+    let own_kernel = own
+        .dom0_kernel
+        .as_deref()
+        .map(|path| own_file("--dom0-kernel", path))
+        .transpose()?;
+    let wanted = Wanted {
+        xen: own_xen.is_none(),
+        kernel: own_kernel.is_none(),
+    };
+
     let cache = cache_dir();
     let root = cache.join("root");
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    if let Some(found) = find_binaries(&root)? {
+    let mut found = Found::scan(&root)?;
+    let missing = found.missing(wanted);
+    if missing.is_empty() {
         println!(
             "xtask: using cached Debian arm64 binaries in {}",
             root.display()
         );
-        return Ok(found);
+    } else {
+        ensure_arm64_lists()?;
+        let mut packages = Vec::new();
+        for piece in &missing {
+            packages.push(match piece {
+                Piece::Xen => XEN_PACKAGE.to_string(),
+                Piece::Kernel => resolve_kernel_package()?,
+                Piece::Busybox => BUSYBOX_PACKAGE.to_string(),
+            });
+        }
+        for package in &packages {
+            let deb = download(package, &cache)?;
+            println!(
+                "xtask: unpacking {} into {}",
+                file_name(&deb),
+                root.display()
+            );
+            status_within(
+                Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root),
+                &format!("unpack {} (dpkg-deb -x)", file_name(&deb)),
+                UNPACK_LIMIT,
+            )?;
+        }
+        found = Found::scan(&root)?;
+        let still = found.missing(wanted);
+        if !still.is_empty() {
+            let names: Vec<&str> = still.iter().map(|piece| piece.file()).collect();
+            bail!(
+                "unpacked {} into {}, but {} is missing",
+                packages.join(", "),
+                root.display(),
+                names.join(", ")
+            );
+        }
     }
-
-    ensure_arm64_lists()?;
-    let kernel_package = resolve_kernel_package()?;
-    for package in [XEN_PACKAGE, kernel_package.as_str(), BUSYBOX_PACKAGE] {
-        let deb = download(package, &cache)?;
-        println!(
-            "xtask: unpacking {} into {}",
-            file_name(&deb),
-            root.display()
-        );
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
-    }
-    find_binaries(&root)?.with_context(|| {
-        format!(
-            "unpacked {XEN_PACKAGE}, {kernel_package} and {BUSYBOX_PACKAGE} into {}, but \
-             {XEN_FILE}, boot/vmlinuz-* or {BUSYBOX_FILE} is missing",
-            root.display()
-        )
+    let pick = |own: Option<PathBuf>, debian: Option<PathBuf>, what: &str| {
+        own.or(debian)
+            .with_context(|| format!("no {what} (neither given nor unpacked)"))
+    };
+    Ok(Binaries {
+        xen: pick(own_xen, found.xen, "Xen")?,
+        dom0_kernel: pick(own_kernel, found.kernel, "dom0 kernel")?,
+        busybox: found.busybox.context("no busybox unpacked")?,
     })
 }
 
-/// The three binaries under an unpack root, if all are there.
-fn find_binaries(root: &Path) -> Result<Option<Binaries>> {
-    let xen = root.join(XEN_FILE);
-    let busybox = root.join(BUSYBOX_FILE);
-    let dom0_kernel = newest_kernel(&root.join("boot"))?;
-    Ok(match dom0_kernel {
-        Some(dom0_kernel) if xen.is_file() && busybox.is_file() => Some(Binaries {
-            xen,
-            dom0_kernel,
-            busybox,
-        }),
-        _ => None,
-    })
+/// One binary Debian provides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Piece {
+    Xen,
+    Kernel,
+    Busybox,
+}
+
+impl Piece {
+    /// Its path under the unpack root, for messages.
+    fn file(self) -> &'static str {
+        match self {
+            Piece::Xen => XEN_FILE,
+            Piece::Kernel => "boot/vmlinuz-*",
+            Piece::Busybox => BUSYBOX_FILE,
+        }
+    }
+}
+
+/// What an unpack root holds.
+#[derive(Clone, Debug, Default)]
+struct Found {
+    xen: Option<PathBuf>,
+    kernel: Option<PathBuf>,
+    busybox: Option<PathBuf>,
+}
+
+impl Found {
+    fn scan(root: &Path) -> Result<Self> {
+        let existing = |path: PathBuf| path.is_file().then_some(path);
+        Ok(Self {
+            xen: existing(root.join(XEN_FILE)),
+            kernel: newest_kernel(&root.join("boot"))?,
+            busybox: existing(root.join(BUSYBOX_FILE)),
+        })
+    }
+
+    /// The wanted pieces not found, in download order.
+    fn missing(&self, wanted: Wanted) -> Vec<Piece> {
+        let mut missing = Vec::new();
+        if wanted.xen && self.xen.is_none() {
+            missing.push(Piece::Xen);
+        }
+        if wanted.kernel && self.kernel.is_none() {
+            missing.push(Piece::Kernel);
+        }
+        if self.busybox.is_none() {
+            missing.push(Piece::Busybox);
+        }
+        missing
+    }
 }
 
 /// `boot/vmlinuz-*` with the greatest name (one kernel is unpacked; a later download of a
@@ -92,7 +221,7 @@ fn newest_kernel(boot: &Path) -> Result<Option<PathBuf>> {
     }
     let mut kernels: Vec<PathBuf> = std::fs::read_dir(boot)?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| file_name(path).starts_with("vmlinuz-"))
+        .filter(|path| file_name(path).starts_with("vmlinuz-") && path.is_file())
         .collect();
     kernels.sort();
     Ok(kernels.pop())
@@ -104,9 +233,44 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// `apt-get update`, quietly, with [`APT_UPDATE_LIMIT`].
+fn apt_update() -> Result<()> {
+    status_within(
+        Command::new("apt-get")
+            .args(["update", "-qq"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "update the apt package lists (apt-get update)",
+        APT_UPDATE_LIMIT,
+    )
+}
+
+/// `apt-cache show --no-all-versions PACKAGE:arm64`: its text, or `None` when apt does not
+/// know the package.
+fn apt_show(package: &str) -> Result<Option<String>> {
+    let out = output_within(
+        Command::new("apt-cache").args(["show", "--no-all-versions", &format!("{package}:arm64")]),
+        &format!("look up {package}:arm64 (apt-cache show)"),
+        LOCAL_LIMIT,
+    )?;
+    Ok((out.status.success() && !out.stdout.is_empty())
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
 /// Makes apt know arm64 packages: adds the architecture and updates the lists when needed.
 fn ensure_arm64_lists() -> Result<()> {
-    let foreign = output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
+    let foreign = output_within(
+        Command::new("dpkg").arg("--print-foreign-architectures"),
+        "list dpkg's foreign architectures",
+        LOCAL_LIMIT,
+    )?;
+    if !foreign.status.success() {
+        bail!(
+            "dpkg --print-foreign-architectures failed ({}): {}",
+            foreign.status,
+            String::from_utf8_lossy(&foreign.stderr).trim()
+        );
+    }
+    let foreign = String::from_utf8_lossy(&foreign.stdout).into_owned();
     let root = crate::deps::is_root();
     if !foreign.split_whitespace().any(|arch| arch == "arm64") {
         if !root {
@@ -118,24 +282,20 @@ fn ensure_arm64_lists() -> Result<()> {
         println!(
             "xtask: dpkg --add-architecture arm64 (to download arm64 packages, none is installed)"
         );
-        run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
-        crate::deps::apt_update()?;
+        status_within(
+            Command::new("dpkg").args(["--add-architecture", "arm64"]),
+            "add the arm64 architecture (dpkg --add-architecture arm64)",
+            LOCAL_LIMIT,
+        )?;
+        apt_update()?;
         return Ok(());
     }
-    let known = Command::new("apt-cache")
-        .args([
-            "show",
-            "--no-all-versions",
-            &format!("{KERNEL_METAPACKAGE}:arm64"),
-        ])
-        .output()
-        .context("running apt-cache")?;
-    if !known.status.success() || known.stdout.is_empty() {
+    if apt_show(KERNEL_METAPACKAGE)?.is_none() {
         if !root {
             bail!("apt has no arm64 package lists; run as root: apt-get update");
         }
         println!("xtask: apt-get update (arm64 package lists are missing)");
-        crate::deps::apt_update()?;
+        apt_update()?;
     }
     Ok(())
 }
@@ -143,20 +303,18 @@ fn ensure_arm64_lists() -> Result<()> {
 /// The kernel package `linux-image-arm64` depends on, preferring its `-unsigned` twin (same
 /// Image, not wrapped for Secure Boot).
 fn resolve_kernel_package() -> Result<String> {
-    let show = output(Command::new("apt-cache").args([
-        "show",
-        "--no-all-versions",
-        &format!("{KERNEL_METAPACKAGE}:arm64"),
-    ]))?;
+    let show = apt_show(KERNEL_METAPACKAGE)?.with_context(|| {
+        format!("apt does not know {KERNEL_METAPACKAGE}:arm64 (run as root: apt-get update)")
+    })?;
     let signed = kernel_from_depends(&show).with_context(|| {
         format!("{KERNEL_METAPACKAGE}:arm64 names no linux-image-* package in its Depends")
     })?;
     let unsigned = format!("{signed}-unsigned");
-    let exists = Command::new("apt-cache")
-        .args(["show", "--no-all-versions", &format!("{unsigned}:arm64")])
-        .output()
-        .is_ok_and(|out| out.status.success() && !out.stdout.is_empty());
-    let chosen = if exists { unsigned } else { signed };
+    let chosen = if apt_show(&unsigned)?.is_some() {
+        unsigned
+    } else {
+        signed
+    };
     println!("xtask: {KERNEL_METAPACKAGE}:arm64 resolves to {chosen}");
     Ok(chosen)
 }
@@ -184,9 +342,13 @@ fn download(package: &str, dir: &Path) -> Result<PathBuf> {
         "xtask: apt-get download {package}:arm64 (into {})",
         dir.display()
     );
-    run(Command::new("apt-get")
-        .args(["download", "-q", &format!("{package}:arm64")])
-        .current_dir(dir))?;
+    status_within(
+        Command::new("apt-get")
+            .args(["download", "-q", &format!("{package}:arm64")])
+            .current_dir(dir),
+        &format!("download Debian package {package}:arm64 (apt-get download)"),
+        DOWNLOAD_LIMIT,
+    )?;
     cached_deb(package, dir)?.with_context(|| {
         format!(
             "apt-get download {package}:arm64 left no .deb in {}",
@@ -205,28 +367,84 @@ fn cached_deb(package: &str, dir: &Path) -> Result<Option<PathBuf>> {
         }))
 }
 
-fn run(command: &mut Command) -> Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("running {command:?}"))?;
+// ---------------------------------------------------------------------------------------------
+// Commands with a time limit (also used by `dtb` for QEMU's DTB dump).
+// ---------------------------------------------------------------------------------------------
+
+/// How often a running child is polled.
+const POLL: Duration = Duration::from_millis(50);
+
+/// `limit` in seconds as people write it: `600 s`, `0.2 s`.
+fn seconds(limit: Duration) -> String {
+    format!("{} s", limit.as_secs_f64())
+}
+
+/// Waits for `child` until `limit`; past it kills the child and fails with
+/// "`step` timed out after N s".
+fn wait_within(child: &mut Child, step: &str, limit: Duration) -> Result<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("{step}: waiting for the command"))?
+        {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{step} timed out after {}", seconds(limit));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Runs `command` with the terminal's stdout and stderr, failing when it does not succeed
+/// within `limit`; `step` names it in every error.
+pub fn status_within(command: &mut Command, step: &str, limit: Duration) -> Result<()> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("{step}: cannot run {command:?}"))?;
+    let status = wait_within(&mut child, step, limit)?;
     if !status.success() {
-        bail!("{command:?} failed ({status})");
+        bail!("{step} failed: {command:?} exited with {status}");
     }
     Ok(())
 }
 
-fn output(command: &mut Command) -> Result<String> {
-    let out = command
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+/// Runs `command` capturing stdout and stderr, failing when it does not exit within `limit`
+/// (the exit status is the caller's to judge); `step` names it in every error.
+pub fn output_within(command: &mut Command, step: &str, limit: Duration) -> Result<Output> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("{step}: cannot run {command:?}"))?;
+    // Drain both pipes meanwhile, so a chatty child cannot block on a full pipe.
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> Option<JoinHandle<Vec<u8>>> {
+        pipe.map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        })
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = wait_within(&mut child, step, limit)?;
+    let collect = |reader: Option<JoinHandle<Vec<u8>>>| {
+        reader
+            .map(|reader| reader.join().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    Ok(Output {
+        status,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
+    })
 }
 
 #[cfg(test)]
@@ -249,19 +467,134 @@ mod tests {
         assert_eq!(kernel_from_depends("Package: x\nDepends: foo\n"), None);
     }
 
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sramlink-debs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        dir
+    }
+
     #[test]
-    fn cached_binaries_are_found_only_when_complete() {
-        let root = std::env::temp_dir().join(format!("sramlink-debs-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+    fn only_wanted_pieces_are_missing() {
+        let root = temp_dir("cache");
         std::fs::create_dir_all(root.join("boot")).expect("mkdir");
         std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+        let all = Wanted {
+            xen: true,
+            kernel: true,
+        };
+        let none = Wanted {
+            xen: false,
+            kernel: false,
+        };
+        let found = Found::scan(&root).expect("reads");
+        assert_eq!(
+            found.missing(all),
+            [Piece::Xen, Piece::Kernel, Piece::Busybox]
+        );
+        // --xen and --dom0-kernel given: only busybox is fetched.
+        assert_eq!(found.missing(none), [Piece::Busybox]);
+
         std::fs::write(root.join(XEN_FILE), b"xen").expect("write");
         std::fs::write(root.join("boot/vmlinuz-6.1.0-50-arm64"), b"old").expect("write");
-        assert!(find_binaries(&root).expect("reads").is_none());
         std::fs::write(root.join(BUSYBOX_FILE), b"bb").expect("write");
         std::fs::write(root.join("boot/vmlinuz-6.1.0-56-arm64"), b"new").expect("write");
-        let found = find_binaries(&root).expect("reads").expect("complete");
-        assert!(found.dom0_kernel.ends_with("vmlinuz-6.1.0-56-arm64"));
+        let found = Found::scan(&root).expect("reads");
+        assert!(found.missing(all).is_empty());
+        assert!(
+            found
+                .kernel
+                .expect("kernel")
+                .ends_with("vmlinuz-6.1.0-56-arm64")
+        );
+
+        std::fs::remove_file(root.join(XEN_FILE)).expect("rm");
+        let found = Found::scan(&root).expect("reads");
+        assert_eq!(found.missing(all), [Piece::Xen]);
+        assert!(
+            found
+                .missing(Wanted {
+                    xen: false,
+                    kernel: true
+                })
+                .is_empty()
+        );
         std::fs::remove_dir_all(&root).expect("cleanup");
+    }
+
+    #[test]
+    fn own_files_must_exist() {
+        let dir = temp_dir("own");
+        let missing = fetch(&Own {
+            xen: Some(dir.join("no-such-xen")),
+            dom0_kernel: None,
+        })
+        .expect_err("missing --xen");
+        let message = format!("{missing:#}");
+        assert!(message.contains("--xen"), "{message}");
+        assert!(message.contains("no such file"), "{message}");
+
+        let empty = dir.join("empty");
+        std::fs::write(&empty, b"").expect("write");
+        let message = format!(
+            "{:#}",
+            own_file("--dom0-kernel", &empty).expect_err("empty")
+        );
+        assert!(message.contains("--dom0-kernel") && message.contains("empty"));
+        let message = format!("{:#}", own_file("--xen", &dir).expect_err("a directory"));
+        assert!(message.contains("not a regular file"));
+
+        let image = dir.join("Image");
+        std::fs::write(&image, b"image").expect("write");
+        assert_eq!(
+            own_file("--dom0-kernel", &image).expect("exists"),
+            std::fs::canonicalize(&image).expect("canonical")
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn commands_run_within_their_limit() {
+        let out = output_within(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            "test step",
+            Duration::from_secs(30),
+        )
+        .expect("runs");
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
+        status_within(&mut Command::new("true"), "true", Duration::from_secs(30)).expect("true");
+        let failed = status_within(
+            &mut Command::new("false"),
+            "the false step",
+            Duration::from_secs(30),
+        )
+        .expect_err("fails");
+        assert!(format!("{failed:#}").starts_with("the false step failed"));
+    }
+
+    #[test]
+    fn a_command_past_its_limit_is_killed_and_named() {
+        let started = Instant::now();
+        let error = output_within(
+            Command::new("sleep").arg("20"),
+            "download Debian packages",
+            Duration::from_millis(200),
+        )
+        .expect_err("times out");
+        assert_eq!(
+            format!("{error:#}"),
+            "download Debian packages timed out after 0.2 s"
+        );
+        let error = status_within(
+            Command::new("sleep").arg("20"),
+            "unpack x.deb (dpkg-deb -x)",
+            Duration::from_millis(200),
+        )
+        .expect_err("times out");
+        assert!(format!("{error:#}").contains("unpack x.deb (dpkg-deb -x) timed out after 0.2 s"));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(seconds(Duration::from_secs(600)), "600 s");
     }
 }

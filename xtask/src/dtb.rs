@@ -3,17 +3,25 @@
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
+
+/// How long QEMU may take to dump its DTB (it exits right after writing it, in about a second).
+const DUMP_LIMIT: Duration = Duration::from_secs(60);
 
 /// Dumps the DTB QEMU would pass for exactly `machine_args` (everything but `-machine`'s
-/// `dumpdtb=`), so the DTB we boot with describes the same machine.
+/// `dumpdtb=`), so the DTB we boot with describes the same machine. Fails with "dump QEMU's DTB
+/// timed out after N s" if QEMU hangs instead of exiting.
 pub fn dump_qemu_dtb(machine: &str, other_args: &[&str], out: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(out);
     let machine = format!("{machine},dumpdtb={}", out.display());
-    let output = Command::new("qemu-system-aarch64")
-        .args(["-machine", &machine])
-        .args(other_args)
-        .args(["-display", "none"])
-        .output()
-        .context("running qemu-system-aarch64 to dump its DTB")?;
+    let output = crate::debs::output_within(
+        Command::new("qemu-system-aarch64")
+            .args(["-machine", &machine])
+            .args(other_args)
+            .args(["-display", "none"]),
+        "dump QEMU's DTB",
+        DUMP_LIMIT,
+    )?;
     if !out.is_file() {
         bail!(
             "qemu-system-aarch64 did not dump a DTB ({}): {}",

@@ -184,7 +184,10 @@ pub struct DomU {
     pub ramdisk: Option<String>,
     /// `DOMU_PASSTHROUGH_DTB[i]`: the partial device tree (compiled).
     pub passthrough_dtb: Option<String>,
-    /// `DOMU_MEM[i]` in MiB. ImageBuilder writes 0 when unset, so we require it.
+    /// `DOMU_MEM[i]` in MiB, required here: ImageBuilder's README promises a 512 MiB default
+    /// and its releases up to `xlnx_rel_v2022.2` apply it, but since `xlnx_rel_v2023.1` (the
+    /// `DOMU_STATIC_MEM` change) `uboot-script-gen` turns an unset value into 0, a domU Xen
+    /// cannot build. Requiring it gives the same result with every version.
     pub mem_mib: u64,
     /// `DOMU_VCPUS[i]`, default 1.
     pub vcpus: u32,
@@ -193,6 +196,11 @@ pub struct DomU {
     pub enhanced: Option<bool>,
     /// `DOMU_VUART_PL011[i]` = 1: `vpl011 = "pl011"` instead of the SBSA UART default.
     pub vuart_pl011: bool,
+    /// `DOMU_CMD[i]`: the domU's command line, written as `bootargs` of its kernel module node
+    /// (where ImageBuilder puts it and Xen reads it; Xen gives it to the guest as
+    /// `/chosen/bootargs`). `None` when unset or empty: no `bootargs` then (ImageBuilder would
+    /// write `console=ttyAMA0`, which our guest ignores).
+    pub cmd: Option<String>,
 }
 
 /// The variables of an ImageBuilder config that the launcher interprets.
@@ -288,7 +296,11 @@ pub fn parse(text: &str) -> Result<Config> {
             .0;
         let mem_mib =
             number(&format!("DOMU_MEM[{i}]"), element("DOMU_MEM", i))?.with_context(|| {
-                format!("DOMU_MEM[{i}] is not set (ImageBuilder would give the domU 0 MiB)")
+                format!(
+                    "DOMU_MEM[{i}] is not set (ImageBuilder's default depends on its version: \
+                     512 MiB up to xlnx_rel_v2022.2, 0 MiB since xlnx_rel_v2023.1); set the \
+                     domU's RAM in MiB"
+                )
             })?;
         if mem_mib == 0 {
             bail!("DOMU_MEM[{i}] is 0 MiB");
@@ -319,6 +331,9 @@ pub fn parse(text: &str) -> Result<Config> {
             vcpus,
             enhanced,
             vuart_pl011,
+            cmd: element("DOMU_CMD", i)
+                .map(|(value, _)| value)
+                .filter(|value| !value.is_empty()),
         });
     }
     for (name, values) in &arrays {
@@ -393,6 +408,7 @@ DOMU_KERNEL[0]="guest.img"
 DOMU_PASSTHROUGH_DTB[0]="domU-sram.dtb"
 DOMU_MEM[0]=256
 DOMU_ENHANCED[0]=0
+DOMU_CMD[0]="sramlink.idle=busy-poll"
 UBOOT_SCRIPT="boot.scr"
 SRAMLINK_REGION_BASE=0x7f000000
 "#;
@@ -415,6 +431,13 @@ SRAMLINK_REGION_BASE=0x7f000000
         assert_eq!(domu.mem_mib, 256);
         assert_eq!(domu.vcpus, 1);
         assert!(!domu.is_enhanced(true));
+        assert_eq!(domu.cmd.as_deref(), Some("sramlink.idle=busy-poll"));
+        let without =
+            parse(&EXAMPLE.replace("DOMU_CMD[0]=\"sramlink.idle=busy-poll\"", "")).expect("parses");
+        assert_eq!(without.domus[0].cmd, None);
+        let empty =
+            parse(&EXAMPLE.replace("=\"sramlink.idle=busy-poll\"", "=\"\"")).expect("parses");
+        assert_eq!(empty.domus[0].cmd, None);
         assert_eq!(config.other["UBOOT_SCRIPT"], "boot.scr");
         assert_eq!(config.other["SRAMLINK_REGION_BASE"], "0x7f000000");
         assert_eq!(

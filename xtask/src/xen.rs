@@ -312,10 +312,35 @@ impl DomUTree {
     }
 }
 
-/// A domU partial device tree (recipe step 2) as DTS.
+/// The lines of the domU's `sram@…` node that both variants share, up to the mapping property.
+fn domu_sram_node_start(region: &Region) -> String {
+    format!(
+        "        /* The region as the guest sees it; the node name carries its base address. */\n        \
+         sram@{base:x} {{\n            \
+         /* What the guest (and Linux's sram driver) looks for, anywhere in the tree. */\n            \
+         compatible = \"mmio-sram\";\n            \
+         /* What the guest reads: base (2 cells) and size (1 cell). */\n            \
+         reg = <{cells} {size:#x}>;\n",
+        base = region.base,
+        cells = cells2(region.base),
+        size = region.size,
+    )
+}
+
+/// `xen,force-assign-without-iommu` with its reason.
+const FORCE_ASSIGN: &str = "            \
+    /* A memory range has no `iommus` stream ID, so Xen must be told to assign it without\n             \
+     * the IOMMU; required whether or not the board has an SMMU. */\n            \
+    xen,force-assign-without-iommu = <0x1>;\n";
+
+/// A domU partial device tree (recipe step 2) as DTS, commented line by line.
 pub fn domu_dts(region: &Region, tree: DomUTree) -> String {
-    let reg = format!("{} {:#x}", cells2(region.base), region.size);
-    let identity = format!("{reg} {}", cells2(region.base));
+    let identity = format!(
+        "{} {:#x} {}",
+        cells2(region.base),
+        region.size,
+        cells2(region.base)
+    );
     let (what, node) = match tree {
         DomUTree::Sram => (
             "sramlink domU partial device tree (recipe step 2): the region mapped into the domU\n * \
@@ -323,16 +348,13 @@ pub fn domu_dts(region: &Region, tree: DomUTree) -> String {
              so the guest uses it as Device-nGnRE with aligned 32/64-bit accesses."
                 .to_string(),
             format!(
-                "        sram@{base:x} {{\n            \
-                 compatible = \"mmio-sram\";\n            \
-                 /* What the guest reads: base (2 cells) and size (1 cell). */\n            \
-                 reg = <{reg}>;\n            \
-                 /* Host range (2+1 cells) -> guest address (2 cells): identity mapping. */\n            \
-                 xen,reg = <{identity}>;\n            \
-                 /* No SMMU on QEMU virt: assign the range without one. */\n            \
-                 xen,force-assign-without-iommu = <0x1>;\n        \
+                "{start}            \
+                 /* Host range (2+1 cells) -> guest address (2 cells): identity mapping, as\n             \
+                  * Device memory. */\n            \
+                 xen,reg = <{identity}>;\n\
+                 {FORCE_ASSIGN}        \
                  }};\n",
-                base = region.base
+                start = domu_sram_node_start(region),
             ),
         ),
         DomUTree::SramCacheable => (
@@ -343,31 +365,38 @@ pub fn domu_dts(region: &Region, tree: DomUTree) -> String {
              sides must then agree on cacheability: dom0's /dev/mem mapping is uncached."
                 .to_string(),
             format!(
-                "        sram@{base:x} {{\n            \
-                 compatible = \"mmio-sram\";\n            \
-                 reg = <{reg}>;\n            \
-                 xen,reg-cacheable = <{identity}>;\n            \
-                 xen,force-assign-without-iommu = <0x1>;\n            \
+                "{start}            \
+                 /* Xilinx's Xen fork only: host range (2+1 cells) -> guest address (2 cells),\n             \
+                  * identity, mapped Normal write-back cacheable. Upstream Xen ignores it. */\n            \
+                 xen,reg-cacheable = <{identity}>;\n\
+                 {FORCE_ASSIGN}            \
+                 /* For our guest: map the region Normal write-back too (it cannot see the\n             \
+                  * xen,* properties, which Xen strips). */\n            \
                  sramlink,cacheable;\n        \
                  }};\n",
-                base = region.base
+                start = domu_sram_node_start(region),
             ),
         ),
         DomUTree::NoSram => (
             "sramlink domU partial device tree WITHOUT the mmio-sram node: the negative test.\n * \
              The guest must print a clear error and stop; dom0 must stay up."
                 .to_string(),
-            String::new(),
+            "        /* Deliberately empty: no sram@… node, so the guest finds no region. */\n"
+                .to_string(),
         ),
     };
     format!(
         "/dts-v1/;\n\n{note}\n/ {{\n    \
+         /* Cells of the nodes below: 2 for addresses, 1 for sizes (as in the recipe). */\n    \
          #address-cells = <0x2>;\n    \
          #size-cells = <0x1>;\n\n    \
          /* Xen copies this bus and its children into the domU's device tree. */\n    \
          passthrough {{\n        \
+         /* A plain bus with no translation of its own (Linux probes its children). */\n        \
          compatible = \"simple-bus\";\n        \
+         /* Empty ranges: child addresses are domU physical addresses, untranslated. */\n        \
          ranges;\n        \
+         /* The children use the same cells as the root. */\n        \
          #address-cells = <0x2>;\n        \
          #size-cells = <0x1>;\n{node}    }};\n}};\n",
         note = generated_note(&what),
@@ -471,13 +500,19 @@ fn dts_string(text: &str) -> String {
 }
 
 /// The `/chosen` dom0less nodes for `config` and the placed `modules`, as ImageBuilder's
-/// `uboot-script-gen` writes them with `fdt set`.
+/// `uboot-script-gen` writes them with `fdt set`. A domU's `DOMU_CMD[i]` becomes `bootargs` of
+/// its kernel module node, as ImageBuilder does: Xen takes a domU's command line from the
+/// `bootargs` of a module node under the `xen,domain` node, not from the domain node itself.
 pub fn chosen_fragment(config: &Config, modules: &[Module]) -> String {
-    let module_node = |module: &Module, compatible: &str, indent: &str| {
+    let module_node = |module: &Module, compatible: &str, indent: &str, bootargs: Option<&str>| {
+        let bootargs = bootargs
+            .map(|args| format!("{indent}    bootargs = {};\n", dts_string(args)))
+            .unwrap_or_default();
         format!(
             "{indent}module@{addr:x} {{\n\
              {indent}    compatible = {compatible};\n\
              {indent}    reg = <{addr_cells} {size_cells}>;\n\
+             {bootargs}\
              {indent}}};\n",
             addr = module.addr,
             addr_cells = cells2(module.addr),
@@ -501,6 +536,7 @@ pub fn chosen_fragment(config: &Config, modules: &[Module]) -> String {
                     module,
                     "\"multiboot,kernel\", \"multiboot,module\"",
                     "        ",
+                    None,
                 );
             }
             ModuleKind::Dom0Ramdisk => {
@@ -508,6 +544,7 @@ pub fn chosen_fragment(config: &Config, modules: &[Module]) -> String {
                     module,
                     "\"multiboot,ramdisk\", \"multiboot,module\"",
                     "        ",
+                    None,
                 );
             }
             _ => {}
@@ -529,16 +566,17 @@ pub fn chosen_fragment(config: &Config, modules: &[Module]) -> String {
             text += "            xen,enhanced = \"enabled\";\n";
         }
         for module in modules {
-            let compatible = match module.kind {
-                ModuleKind::DomUKernel(i) if i == index => {
-                    "\"multiboot,kernel\", \"multiboot,module\""
-                }
+            let (compatible, bootargs) = match module.kind {
+                ModuleKind::DomUKernel(i) if i == index => (
+                    "\"multiboot,kernel\", \"multiboot,module\"",
+                    domu.cmd.as_deref(),
+                ),
                 ModuleKind::DomUDtb(i) if i == index => {
-                    "\"multiboot,device-tree\", \"multiboot,module\""
+                    ("\"multiboot,device-tree\", \"multiboot,module\"", None)
                 }
                 _ => continue,
             };
-            text += &module_node(module, compatible, "            ");
+            text += &module_node(module, compatible, "            ", bootargs);
         }
         text += "        };\n";
     }
@@ -670,13 +708,18 @@ struct Inputs {
 }
 
 impl Inputs {
-    /// Debian's binaries (or the user's), the guest and the peer, built or downloaded.
+    /// The user's Xen and dom0 kernel where given (`--xen`, `--dom0-kernel`, checked to
+    /// exist), Debian's otherwise (only those downloaded), Debian's busybox, the guest and the
+    /// peer built.
     fn gather(options: &DemoOptions) -> Result<Self> {
-        let debian = debs::fetch()?;
+        let binaries = debs::fetch(&debs::Own {
+            xen: options.xen.clone(),
+            dom0_kernel: options.dom0_kernel.clone(),
+        })?;
         Ok(Self {
-            xen: options.xen.clone().unwrap_or(debian.xen),
-            dom0_kernel: options.dom0_kernel.clone().unwrap_or(debian.dom0_kernel),
-            busybox: debian.busybox,
+            xen: binaries.xen,
+            dom0_kernel: binaries.dom0_kernel,
+            busybox: binaries.busybox,
             guest_image: artifacts::guest_image()?,
             peer: artifacts::peer_aarch64()?,
         })
@@ -876,6 +919,51 @@ fn guest_region(line: &str) -> Option<(u64, u64, String)> {
     ))
 }
 
+/// A number in the peer's JSON report: a JSON number, or a `0x…`/decimal string.
+fn report_number(value: Option<&Value>) -> Option<u64> {
+    match value? {
+        Value::Number(number) => number.as_u64(),
+        Value::String(text) => imagebuilder::parse_number(text),
+        _ => None,
+    }
+}
+
+/// Checks the region one side reports (`seen`, `None` when it reported none or it could not
+/// be read; `source` is what was read, for the message) against `region.env`'s.
+fn check_region(
+    side: &str,
+    configured: &Region,
+    seen: Option<(u64, u64)>,
+    source: &str,
+) -> Result<(u64, u64)> {
+    let Some((base, size)) = seen else {
+        bail!(
+            "{side} reported no readable region base and size ({source}); expected {:#x}+{:#x} \
+             from xen-config/{REGION_FILE}",
+            configured.base,
+            configured.size
+        );
+    };
+    if (base, size) != (configured.base, configured.size) {
+        bail!(
+            "{side} sees the region at {base:#x}+{size:#x}, but xen-config/{REGION_FILE} \
+             configures {:#x}+{:#x} ({source}); are the device trees out of date?",
+            configured.base,
+            configured.size
+        );
+    }
+    Ok((base, size))
+}
+
+/// A failed region check as a stage failure with the console log's path.
+fn region_stage_error(qemu: &Qemu, stage: &str, error: &anyhow::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "stage '{stage}' failed after {:.1} s: {error:#}\n  full console log: {}",
+        qemu.elapsed().as_secs_f64(),
+        qemu.log_path().display()
+    )
+}
+
 /// The return code in `SRAMLINK-DOM0: done rc=N …`.
 fn dom0_rc(line: &str) -> Option<i32> {
     let rest = line.split_once(DOM0_DONE_MARKER)?.1;
@@ -924,6 +1012,20 @@ fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<PathBuf> {
         "sramlink: region ",
         GUEST_BANNER_TIMEOUT,
     )?;
+    // The guest's view of the region must be the configured one, or the run is not testing
+    // what xen-config/ describes.
+    let guest = guest_region(&region_line);
+    let guest_mapping = guest
+        .as_ref()
+        .map(|(_, _, mapping)| mapping.clone())
+        .unwrap_or_default();
+    let (guest_base, guest_size) = check_region(
+        "the guest",
+        &prepared.region,
+        guest.map(|(base, size, _)| (base, size)),
+        region_line.trim(),
+    )
+    .map_err(|error| region_stage_error(&qemu, "guest region", &error))?;
     seen_or_expect(
         &mut qemu,
         "guest ring ready",
@@ -974,6 +1076,19 @@ fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<PathBuf> {
             qemu.log_path().display()
         )
     };
+    let dom0_base = report_number(peer_report.get("region_base"));
+    let dom0_size = report_number(peer_report.get("region_size"));
+    check_region(
+        "the peer in dom0",
+        &prepared.region,
+        dom0_base.zip(dom0_size),
+        &format!(
+            "its report has region_base {} and region_size {}",
+            peer_report.get("region_base").unwrap_or(&Value::Null),
+            peer_report.get("region_size").unwrap_or(&Value::Null)
+        ),
+    )
+    .map_err(|error| region_stage_error(&qemu, "dom0 region", &error))?;
     let guest_stats = qemu
         .lines_seen()
         .iter()
@@ -985,12 +1100,10 @@ fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<PathBuf> {
         json!("xen-on-qemu-virt, dom0 peer, dom0less domU guest"),
     );
     extra.insert("xen_version".into(), json!(xen_version(&banner)));
-    if let Some((base, size, attributes)) = guest_region(&region_line) {
-        extra.insert(
-            "region_guest".into(),
-            json!({ "base": format!("{base:#x}"), "size": format!("{size:#x}"), "mapping": attributes }),
-        );
-    }
+    extra.insert(
+        "region_guest".into(),
+        json!({ "base": format!("{guest_base:#x}"), "size": format!("{guest_size:#x}"), "mapping": guest_mapping }),
+    );
     extra.insert(
         "region_dom0".into(),
         json!({
@@ -1299,7 +1412,8 @@ mod tests {
             "MEMORY_START=0x40000000\nMEMORY_END=0xc0000000\nDEVICE_TREE=v.dtb\nXEN=xen\n\
              XEN_CMD=\"console=dtuart dom0_mem=512M\"\nDOM0_KERNEL=k\nDOM0_RAMDISK=r\n\
              DOM0_CMD=\"console=hvc0 rdinit=/init\"\nNUM_DOMUS=1\nDOMU_KERNEL[0]=g\n\
-             DOMU_PASSTHROUGH_DTB[0]=d.dtb\nDOMU_MEM[0]=256\nDOMU_ENHANCED[0]=0\n",
+             DOMU_PASSTHROUGH_DTB[0]=d.dtb\nDOMU_MEM[0]=256\nDOMU_ENHANCED[0]=0\n\
+             DOMU_CMD[0]=\"sramlink.idle=wfe\"\n",
         )
         .expect("config");
         let modules = vec![
@@ -1333,7 +1447,15 @@ mod tests {
         assert!(!chosen.contains("xen,enhanced"));
         let domu = chosen.split("domU0 {").nth(1).expect("domU node");
         assert!(domu.contains("\"multiboot,device-tree\", \"multiboot,module\";\n                reg = <0x0 0x52800000 0x0 0x190>;"));
-        assert!(domu.contains("\"multiboot,kernel\", \"multiboot,module\";\n                reg = <0x0 0x53000000 0x0 0x138>;"));
+        assert!(domu.contains("\"multiboot,kernel\", \"multiboot,module\";\n                reg = <0x0 0x53000000 0x0 0x138>;\n                bootargs = \"sramlink.idle=wfe\";\n            };"));
+        // Only the domU's kernel module carries DOMU_CMD.
+        assert_eq!(
+            chosen.matches("bootargs = \"sramlink.idle=wfe\"").count(),
+            1
+        );
+        let mut without = config.clone();
+        without.domus[0].cmd = None;
+        assert!(!chosen_fragment(&without, &modules).contains("sramlink.idle"));
         assert_eq!(dts_string("a \"b\" \\c"), "\"a \\\"b\\\" \\\\c\"");
     }
 
