@@ -32,6 +32,7 @@ const GIB: u64 = 0x4000_0000;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Options of `cargo xtask demo --mode bare`.
+#[derive(Clone, Copy)]
 pub struct DemoOptions {
     pub count: u64,
     pub size: u32,
@@ -292,6 +293,13 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
     let image = artifacts::guest_image()?;
     let peer = artifacts::peer_host()?;
     let path = run_good(&image, &peer, options, "bare-qemu")?;
+    // A second boot with the guest's other idle policy, to measure what its back-off costs.
+    let other = DemoOptions {
+        guest_idle: options.guest_idle.other(),
+        ..*options
+    };
+    let other_path = run_good(&image, &peer, &other, "bare-qemu-other-guest-idle")?;
+    report::add_guest_idle_comparison(&path, &other_path)?;
     println!("bare QEMU demo passed; report: {}", path.display());
     Ok(())
 }
@@ -301,7 +309,10 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
 fn run_good(image: &Path, peer: &Path, options: &DemoOptions, name: &str) -> Result<PathBuf> {
     let layout = Layout::load()?;
     let case = Case {
-        name: "bare-good",
+        name: match options.guest_idle {
+            GuestIdle::Wfe => "bare-good",
+            GuestIdle::BusyPoll => "bare-good-guest-busy-poll",
+        },
         sram_node: layout.good_sram_node(),
         entry: EntryLevel::El1,
         expected_error: None,
@@ -311,6 +322,11 @@ fn run_good(image: &Path, peer: &Path, options: &DemoOptions, name: &str) -> Res
     let ram = RamFile::create(case.name, layout)?;
     let mut qemu = boot(&case, layout, image, &ram)?;
     qemu.set_fatal_patterns(&["sramlink: error:"]);
+    qemu.expect(
+        "guest idle policy from its command line",
+        &format!("sramlink: idle policy: {}", case.guest_idle.name()),
+        BOOT_TIMEOUT,
+    )?;
     qemu.expect("guest ring ready", "sramlink: ring ready", BOOT_TIMEOUT)?;
 
     // First the other idle policy, leaving the guest serving; then the main run, which stops it.
@@ -325,6 +341,7 @@ fn run_good(image: &Path, peer: &Path, options: &DemoOptions, name: &str) -> Res
     let mut extra = Map::new();
     extra.insert("platform".into(), json!("qemu-virt (no Xen), host peer"));
     extra.insert("region_base".into(), json!(layout.region.base));
+    extra.insert("guest_idle".into(), json!(case.guest_idle.name()));
     extra.insert(
         "idle_comparison".into(),
         report::idle_comparison(&comparison, &peer_report),

@@ -70,6 +70,22 @@ impl GuestIdle {
             GuestIdle::BusyPoll => "sramlink.idle=busy-poll",
         }
     }
+
+    /// The policy's name, as the guest prints it (`sramlink: idle policy: NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GuestIdle::Wfe => "wfe",
+            GuestIdle::BusyPoll => "busy-poll",
+        }
+    }
+
+    /// The policy the demo compares this one with.
+    pub fn other(self) -> Self {
+        match self {
+            GuestIdle::Wfe => GuestIdle::BusyPoll,
+            GuestIdle::BusyPoll => GuestIdle::Wfe,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -93,7 +109,8 @@ struct DemoArgs {
     /// too, in the same boot, for comparison).
     #[arg(long)]
     busy_poll: bool,
-    /// How the guest waits when idle.
+    /// How the guest waits when idle in the main boot (the demo boots once more with the
+    /// other policy and reports the ratio).
     #[arg(long, value_enum, default_value_t = GuestIdle::Wfe)]
     guest_idle: GuestIdle,
 }
@@ -151,6 +168,7 @@ fn demo(args: DemoArgs) -> Result<()> {
                 busy_poll: args.busy_poll,
                 xen: args.xen,
                 dom0_kernel: args.dom0_kernel,
+                guest_idle: args.guest_idle,
             };
             xen::demo(&options)
         }

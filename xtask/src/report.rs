@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The marker that starts the peer's one-line JSON report.
 pub const PEER_REPORT_MARKER: &str = "SRAMLINK-REPORT ";
@@ -213,6 +213,56 @@ pub fn finish(
         bail!("the guest printed no statistics line");
     }
     Ok(path)
+}
+
+/// Adds to the report at `main` the round trips of a second boot that differed only in the
+/// guest's idle policy (report `other`), with the ratios, and prints them.
+pub fn add_guest_idle_comparison(main: &Path, other: &Path) -> Result<()> {
+    let read = |path: &Path| -> Result<Map<String, Value>> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    };
+    let (mut main_report, other_report) = (read(main)?, read(other)?);
+    let policy = |report: &Map<String, Value>| {
+        report
+            .get("guest_idle")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string()
+    };
+    let rtt = |report: &Map<String, Value>, key: &str| {
+        report
+            .get("rtt")
+            .and_then(|rtt| rtt.get(key))
+            .and_then(Value::as_f64)
+    };
+    let mut comparison = Map::new();
+    for report in [&main_report, &other_report] {
+        comparison.insert(
+            policy(report),
+            json!({ "rtt": report.get("rtt").cloned().unwrap_or(Value::Null) }),
+        );
+    }
+    let (wfe, busy) = if policy(&main_report) == "wfe" {
+        (&main_report, &other_report)
+    } else {
+        (&other_report, &main_report)
+    };
+    let mut line = String::from("guest idle policy, round-trip ratio wfe / busy-poll (two boots):");
+    for key in ["p50", "p99", "mean"] {
+        if let (Some(a), Some(b)) = (rtt(wfe, key), rtt(busy, key)) {
+            if b > 0.0 {
+                comparison.insert(format!("{key}_ratio_wfe_over_busy_poll"), json!(a / b));
+                line += &format!(" {key} {:.2}", a / b);
+            }
+        }
+    }
+    comparison.insert("other_report".into(), json!(other.display().to_string()));
+    main_report.insert("guest_idle_comparison".into(), Value::Object(comparison));
+    std::fs::write(main, serde_json::to_string_pretty(&main_report)? + "\n")?;
+    println!("{line}");
+    Ok(())
 }
 
 #[cfg(test)]

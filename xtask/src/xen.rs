@@ -22,6 +22,7 @@
 //! [`config_files`]; a unit test fails when they drift, and
 //! `UPDATE_XEN_CONFIG=1 cargo test -p xtask xen_config_files` rewrites them.
 
+use crate::GuestIdle;
 use crate::imagebuilder::{self, Config};
 use crate::qemu::Qemu;
 use crate::test::SystemTest;
@@ -64,6 +65,8 @@ pub struct DemoOptions {
     pub xen: Option<PathBuf>,
     /// A user's own dom0 kernel Image instead of Debian's.
     pub dom0_kernel: Option<PathBuf>,
+    /// The guest's idle policy in the main boot (the demo boots once more with the other).
+    pub guest_idle: GuestIdle,
 }
 
 /// `xen-config/` in the workspace.
@@ -627,6 +630,7 @@ pub fn qemu_args(xen: &Path, host_dtb: &Path, modules: &[Module]) -> Result<Vec<
 // ---------------------------------------------------------------------------------------------
 
 /// What dom0's init runs.
+#[derive(Clone, Copy, Debug)]
 pub struct Dom0Run {
     /// Round trips of `sramlink-peer ping`.
     pub count: u64,
@@ -639,6 +643,8 @@ pub struct Dom0Run {
     pub compare_idle: bool,
     /// Seconds the peer waits for the guest's ring (and for each reply).
     pub timeout_seconds: u64,
+    /// The guest's idle policy, appended to the domU's `DOMU_CMD` (its `/chosen/bootargs`).
+    pub guest_idle: GuestIdle,
 }
 
 /// dom0's `/init`: mounts, reports what dom0 sees of the region, runs the peer against the
@@ -793,6 +799,12 @@ fn prepare(case: Case, inputs: &Inputs, run: &Dom0Run, work: &Path) -> Result<Pr
     if case == Case::NoSram {
         config.domus[0].passthrough_dtb = Some(format!("{}.dtb", DomUTree::NoSram.stem()));
     }
+    // The guest takes the last `sramlink.idle=` word of its command line.
+    let guest_cmd = &mut config.domus[0].cmd;
+    *guest_cmd = Some(match guest_cmd.take() {
+        Some(cmd) => format!("{cmd} {}", run.guest_idle.bootarg()),
+        None => run.guest_idle.bootarg().to_string(),
+    });
     if region.base < config.memory_start || region.end() > config.memory_end {
         bail!(
             "the region {:#x}+{:#x} is outside RAM {:#x}..{:#x} of {QEMU_CONFIG}",
@@ -1028,6 +1040,12 @@ fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<PathBuf> {
     .map_err(|error| region_stage_error(&qemu, "guest region", &error))?;
     seen_or_expect(
         &mut qemu,
+        "guest idle policy from its command line",
+        &format!("sramlink: idle policy: {}", run.guest_idle.name()),
+        GUEST_BANNER_TIMEOUT,
+    )?;
+    seen_or_expect(
+        &mut qemu,
         "guest ring ready",
         "sramlink: ring ready",
         GUEST_BANNER_TIMEOUT,
@@ -1100,6 +1118,7 @@ fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<PathBuf> {
         json!("xen-on-qemu-virt, dom0 peer, dom0less domU guest"),
     );
     extra.insert("xen_version".into(), json!(xen_version(&banner)));
+    extra.insert("guest_idle".into(), json!(run.guest_idle.name()));
     extra.insert(
         "region_guest".into(),
         json!({ "base": format!("{guest_base:#x}"), "size": format!("{guest_size:#x}"), "mapping": guest_mapping }),
@@ -1165,6 +1184,7 @@ fn run_no_sram(inputs: &Inputs, name: &str) -> Result<()> {
         busy_poll: false,
         compare_idle: false,
         timeout_seconds: 10,
+        guest_idle: GuestIdle::Wfe,
     };
     let prepared = prepare(Case::NoSram, inputs, &run, &work)?;
     let mut qemu = Qemu::spawn(&prepared.args, name)?;
@@ -1239,8 +1259,16 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
         busy_poll: options.busy_poll,
         compare_idle: true,
         timeout_seconds: 30,
+        guest_idle: options.guest_idle,
     };
     let path = run_good(&inputs, &run, "xen-qemu")?;
+    // A second boot with the guest's other idle policy, to measure what its back-off costs.
+    let other = Dom0Run {
+        guest_idle: options.guest_idle.other(),
+        ..run
+    };
+    let other_path = run_good(&inputs, &other, "xen-qemu-other-guest-idle")?;
+    report::add_guest_idle_comparison(&path, &other_path)?;
     println!("Xen demo passed; report: {}", path.display());
     Ok(())
 }
@@ -1254,6 +1282,7 @@ pub fn system_tests() -> Result<Vec<SystemTest<'static>>> {
         busy_poll: false,
         xen: None,
         dom0_kernel: None,
+        guest_idle: GuestIdle::Wfe,
     })?);
     let run = Dom0Run {
         count: 100_000,
@@ -1261,6 +1290,7 @@ pub fn system_tests() -> Result<Vec<SystemTest<'static>>> {
         busy_poll: false,
         compare_idle: true,
         timeout_seconds: 30,
+        guest_idle: GuestIdle::Wfe,
     };
     let good_inputs = Rc::clone(&inputs);
     Ok(vec![
@@ -1487,6 +1517,7 @@ mod tests {
             busy_poll: true,
             compare_idle: true,
             timeout_seconds: 30,
+            guest_idle: GuestIdle::Wfe,
         });
         assert!(script.starts_with("#!/bin/busybox sh\n"));
         assert!(script.contains("/bin/sramlink-peer --json --timeout 30 --stop-guest --busy-poll ping --count 100000 --size 64\nrc=$?\n"));
