@@ -6,14 +6,13 @@
 //! Steps, each skipped when its result is already there: `dpkg --add-architecture arm64` and
 //! `apt-get update` (root only), resolve the kernel package from the metapackage
 //! `linux-image-arm64`, `apt-get download PKG:arm64`, `dpkg-deb -x`. Every step runs with a
-//! time limit ([`status_within`], [`output_within`]) and fails naming the step when it is hit.
+//! time limit ([`crate::process`]) and fails naming the step when it is hit.
 
+use crate::process::{output_within, status_within};
 use anyhow::{Context, Result, bail};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Debian package of the hypervisor (bookworm).
 pub const XEN_PACKAGE: &str = "xen-hypervisor-4.17-arm64";
@@ -26,8 +25,6 @@ pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// Path of busybox inside [`BUSYBOX_PACKAGE`].
 const BUSYBOX_FILE: &str = "bin/busybox";
 
-/// `apt-get update` (all lists, over the network).
-const APT_UPDATE_LIMIT: Duration = Duration::from_secs(600);
 /// One `apt-get download` (the kernel package is the largest, about 70 MB).
 const DOWNLOAD_LIMIT: Duration = Duration::from_secs(900);
 /// One `dpkg-deb -x` (local decompression).
@@ -233,17 +230,6 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// `apt-get update`, quietly, with [`APT_UPDATE_LIMIT`].
-fn apt_update() -> Result<()> {
-    status_within(
-        Command::new("apt-get")
-            .args(["update", "-qq"])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-        "update the apt package lists (apt-get update)",
-        APT_UPDATE_LIMIT,
-    )
-}
-
 /// `apt-cache show --no-all-versions PACKAGE:arm64`: its text, or `None` when apt does not
 /// know the package.
 fn apt_show(package: &str) -> Result<Option<String>> {
@@ -287,7 +273,7 @@ fn ensure_arm64_lists() -> Result<()> {
             "add the arm64 architecture (dpkg --add-architecture arm64)",
             LOCAL_LIMIT,
         )?;
-        apt_update()?;
+        crate::deps::apt_update()?;
         return Ok(());
     }
     if apt_show(KERNEL_METAPACKAGE)?.is_none() {
@@ -295,7 +281,7 @@ fn ensure_arm64_lists() -> Result<()> {
             bail!("apt has no arm64 package lists; run as root: apt-get update");
         }
         println!("xtask: apt-get update (arm64 package lists are missing)");
-        apt_update()?;
+        crate::deps::apt_update()?;
     }
     Ok(())
 }
@@ -365,86 +351,6 @@ fn cached_deb(package: &str, dir: &Path) -> Result<Option<PathBuf>> {
             let name = file_name(path);
             name.starts_with(&prefix) && name.ends_with("_arm64.deb")
         }))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Commands with a time limit (also used by `dtb` for QEMU's DTB dump).
-// ---------------------------------------------------------------------------------------------
-
-/// How often a running child is polled.
-const POLL: Duration = Duration::from_millis(50);
-
-/// `limit` in seconds as people write it: `600 s`, `0.2 s`.
-fn seconds(limit: Duration) -> String {
-    format!("{} s", limit.as_secs_f64())
-}
-
-/// Waits for `child` until `limit`; past it kills the child and fails with
-/// "`step` timed out after N s".
-fn wait_within(child: &mut Child, step: &str, limit: Duration) -> Result<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child
-            .try_wait()
-            .with_context(|| format!("{step}: waiting for the command"))?
-        {
-            return Ok(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{step} timed out after {}", seconds(limit));
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-/// Runs `command` with the terminal's stdout and stderr, failing when it does not succeed
-/// within `limit`; `step` names it in every error.
-pub fn status_within(command: &mut Command, step: &str, limit: Duration) -> Result<()> {
-    let mut child = command
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("{step}: cannot run {command:?}"))?;
-    let status = wait_within(&mut child, step, limit)?;
-    if !status.success() {
-        bail!("{step} failed: {command:?} exited with {status}");
-    }
-    Ok(())
-}
-
-/// Runs `command` capturing stdout and stderr, failing when it does not exit within `limit`
-/// (the exit status is the caller's to judge); `step` names it in every error.
-pub fn output_within(command: &mut Command, step: &str, limit: Duration) -> Result<Output> {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("{step}: cannot run {command:?}"))?;
-    // Drain both pipes meanwhile, so a chatty child cannot block on a full pipe.
-    fn drain(pipe: Option<impl Read + Send + 'static>) -> Option<JoinHandle<Vec<u8>>> {
-        pipe.map(|mut pipe| {
-            std::thread::spawn(move || {
-                let mut bytes = Vec::new();
-                let _ = pipe.read_to_end(&mut bytes);
-                bytes
-            })
-        })
-    }
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let status = wait_within(&mut child, step, limit)?;
-    let collect = |reader: Option<JoinHandle<Vec<u8>>>| {
-        reader
-            .map(|reader| reader.join().unwrap_or_default())
-            .unwrap_or_default()
-    };
-    Ok(Output {
-        status,
-        stdout: collect(stdout),
-        stderr: collect(stderr),
-    })
 }
 
 #[cfg(test)]
@@ -551,50 +457,5 @@ mod tests {
             std::fs::canonicalize(&image).expect("canonical")
         );
         std::fs::remove_dir_all(&dir).expect("cleanup");
-    }
-
-    #[test]
-    fn commands_run_within_their_limit() {
-        let out = output_within(
-            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
-            "test step",
-            Duration::from_secs(30),
-        )
-        .expect("runs");
-        assert_eq!(out.status.code(), Some(3));
-        assert_eq!(out.stdout, b"out\n");
-        assert_eq!(out.stderr, b"err\n");
-        status_within(&mut Command::new("true"), "true", Duration::from_secs(30)).expect("true");
-        let failed = status_within(
-            &mut Command::new("false"),
-            "the false step",
-            Duration::from_secs(30),
-        )
-        .expect_err("fails");
-        assert!(format!("{failed:#}").starts_with("the false step failed"));
-    }
-
-    #[test]
-    fn a_command_past_its_limit_is_killed_and_named() {
-        let started = Instant::now();
-        let error = output_within(
-            Command::new("sleep").arg("20"),
-            "download Debian packages",
-            Duration::from_millis(200),
-        )
-        .expect_err("times out");
-        assert_eq!(
-            format!("{error:#}"),
-            "download Debian packages timed out after 0.2 s"
-        );
-        let error = status_within(
-            Command::new("sleep").arg("20"),
-            "unpack x.deb (dpkg-deb -x)",
-            Duration::from_millis(200),
-        )
-        .expect_err("times out");
-        assert!(format!("{error:#}").contains("unpack x.deb (dpkg-deb -x) timed out after 0.2 s"));
-        assert!(started.elapsed() < Duration::from_secs(10));
-        assert_eq!(seconds(Duration::from_secs(600)), "600 s");
     }
 }

@@ -1,7 +1,14 @@
 //! Host tools the QEMU runs need, installed from Debian when missing (as root) or explained.
 
+use crate::process::status_within;
 use anyhow::{Result, bail};
 use std::process::Command;
+use std::time::Duration;
+
+/// `apt-get update` (all lists, over the network).
+const APT_UPDATE_LIMIT: Duration = Duration::from_secs(600);
+/// `apt-get install` of QEMU and dtc with their dependencies.
+const APT_INSTALL_LIMIT: Duration = Duration::from_secs(1200);
 
 /// A command-line tool and the Debian package that provides it.
 struct Tool {
@@ -56,25 +63,23 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
     }
     println!("xtask: installing Debian packages: {list}");
     apt_update()?;
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()?;
-    if !status.success() {
-        bail!("apt-get install -y {list} failed ({status})");
-    }
-    Ok(())
+    status_within(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("install {list} (apt-get install)"),
+        APT_INSTALL_LIMIT,
+    )
 }
 
-/// `apt-get update`, quietly.
+/// `apt-get update`, quietly, within [`APT_UPDATE_LIMIT`].
 pub fn apt_update() -> Result<()> {
-    let status = Command::new("apt-get")
-        .args(["update", "-qq"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()?;
-    if !status.success() {
-        bail!("apt-get update failed ({status})");
-    }
-    Ok(())
+    status_within(
+        Command::new("apt-get")
+            .args(["update", "-qq"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "update the apt package lists (apt-get update)",
+        APT_UPDATE_LIMIT,
+    )
 }

@@ -14,7 +14,7 @@ const DUMP_LIMIT: Duration = Duration::from_secs(60);
 pub fn dump_qemu_dtb(machine: &str, other_args: &[&str], out: &Path) -> Result<()> {
     let _ = std::fs::remove_file(out);
     let machine = format!("{machine},dumpdtb={}", out.display());
-    let output = crate::debs::output_within(
+    let output = crate::process::output_within(
         Command::new("qemu-system-aarch64")
             .args(["-machine", &machine])
             .args(other_args)
