@@ -251,7 +251,7 @@ pub fn write_pattern_message<M: SharedMemory>(
     true
 }
 
-/// What [`verify_pattern_message`] found in a received message.
+/// What [`verify_pattern_payload`] (or [`verify_pattern_message`]) found in a received message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Header consistent, checksum and pattern right.
@@ -263,11 +263,29 @@ pub enum Verdict {
     Malformed,
 }
 
-/// Decodes the header of `slot` and checks a pattern payload (checksum and bytes).
-pub fn verify_pattern_message<M: SharedMemory>(slot: &ReadSlot<'_, M>) -> Verdict {
-    let Some(header) = read_header(slot) else {
+/// Checks the pattern payload (checksum and bytes) of `slot` against `header`, the header
+/// the caller already decoded from this slot with [`read_header`].
+///
+/// **Read each shared value once.** The message lives in shared memory that the other side
+/// can still write (a buggy or hostile peer may rewrite it while we look at it). A receiver
+/// that decodes the header once to decide what the message is (its op, the `seq` it counts)
+/// and then decodes it again for the verdict may act on two different headers. So the header
+/// is decoded once, by the caller, and this function takes that copy: it never loads the
+/// header from the slot again, and it loads each payload word once (the checksum and the
+/// pattern check see the same bytes). The verdict is therefore about exactly the `header`
+/// the caller counts.
+///
+/// `Malformed` if `header` does not describe this slot (its `payload_len` is not the
+/// message length minus [`HEADER_LEN`], or `reserved != 0`); [`read_header`] never returns
+/// such a header. The returned `Intact`/`Corrupted` carry a copy of `header`.
+pub fn verify_pattern_payload<M: SharedMemory>(slot: &ReadSlot<'_, M>, header: &Header) -> Verdict {
+    let header = *header;
+    if slot.len() < HEADER_LEN
+        || header.payload_len as usize != slot.len() - HEADER_LEN
+        || header.reserved != 0
+    {
         return Verdict::Malformed;
-    };
+    }
     let size = header.payload_len as usize;
     let mut hasher = crc32fast::Hasher::new();
     let mut scratch = Chunk::new();
@@ -284,6 +302,20 @@ pub fn verify_pattern_message<M: SharedMemory>(slot: &ReadSlot<'_, M>) -> Verdic
         Verdict::Intact(header)
     } else {
         Verdict::Corrupted(header)
+    }
+}
+
+/// Decodes the header of `slot` (one read of the shared header) and checks a pattern payload
+/// (checksum and bytes) with [`verify_pattern_payload`].
+///
+/// Use it only when the header is not needed otherwise; use the header inside the returned
+/// verdict, never a second [`read_header`] of the same slot (see the rule on
+/// [`verify_pattern_payload`]). A caller that has already decoded the header must call
+/// [`verify_pattern_payload`] with it instead.
+pub fn verify_pattern_message<M: SharedMemory>(slot: &ReadSlot<'_, M>) -> Verdict {
+    match read_header(slot) {
+        Some(header) => verify_pattern_payload(slot, &header),
+        None => Verdict::Malformed,
     }
 }
 
@@ -363,6 +395,15 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Adds `missing` messages (a [`Sequence::Gap`]) to `lost`, saturating at `u64::MAX`.
+    ///
+    /// The gap comes from the sender's sequence numbers, which are untrusted: two jumps of
+    /// close to 2^64 would overflow a plain `+=` (a panic in debug builds, a wrapped and
+    /// meaningless count in release builds).
+    pub fn add_lost(&mut self, missing: u64) {
+        self.lost = self.lost.saturating_add(missing);
+    }
+
     /// The little-endian encoding.
     pub fn encode(&self) -> [u8; STATS_LEN] {
         let mut bytes = [0; STATS_LEN];
@@ -436,6 +477,8 @@ impl SequenceTracker {
         } else if seq == 0 {
             Sequence::Restart
         } else if seq > self.next {
+            // `seq > next`, so this cannot wrap; `seq` is the sender's (untrusted) value, and
+            // whoever adds the gap to a counter must saturate (see [`Stats::add_lost`]).
             Sequence::Gap(seq - self.next)
         } else {
             Sequence::Backwards
@@ -544,5 +587,26 @@ mod tests {
         assert_eq!(tracker.observe(3), Sequence::Backwards);
         assert_eq!(tracker.observe(0), Sequence::Restart);
         assert_eq!(tracker.expected(), 1);
+    }
+
+    #[test]
+    fn huge_sequence_gaps_saturate_the_lost_count() {
+        let mut tracker = SequenceTracker::new();
+        let mut stats = Stats::default();
+        // Two gaps of 2^64 - 2 each (0 -> u64::MAX, restart at 0, again): together they
+        // exceed u64::MAX.
+        for _ in 0..2 {
+            assert_eq!(tracker.observe(0), Sequence::InOrder);
+            match tracker.observe(u64::MAX) {
+                Sequence::Gap(missing) => {
+                    assert_eq!(missing, u64::MAX - 1);
+                    stats.add_lost(missing);
+                }
+                other => panic!("expected a gap, got {other:?}"),
+            }
+            // After u64::MAX the tracker expects 0 (wrapped), not a panic.
+            assert_eq!(tracker.expected(), 0);
+        }
+        assert_eq!(stats.lost, u64::MAX);
     }
 }

@@ -80,6 +80,10 @@ impl<M: SharedMemory + Clone> Service<M> {
     ///
     /// `idle` is called whenever a pass found nothing to do (e.g. a `wfe`-based backoff).
     /// Invalid shared-memory values (indices, record headers, state words) end it with `Err`.
+    ///
+    /// It never waits for the peer without watching the peer's state word: if the peer sets
+    /// Stopped while the Stats reply waits for room in a full ring, the reply is dropped and
+    /// `run` returns the counters as after a normal stop.
     pub fn run(&mut self, mut idle: impl FnMut()) -> Result<Stats, Error> {
         loop {
             let sent = self.pump_stream()?;
@@ -88,7 +92,9 @@ impl<M: SharedMemory + Clone> Service<M> {
             self.consumer.publish();
             if stop {
                 let stats = self.stats;
-                self.send_stats(stats, &mut idle)?;
+                // Not delivered only if the peer stopped meanwhile: it no longer reads, and
+                // the counters are still returned to our caller.
+                let _delivered = self.send_stats(stats, &mut idle)?;
                 self.region.set_state(Role::Guest, SideState::Stopped);
                 return Ok(stats);
             }
@@ -156,13 +162,25 @@ impl<M: SharedMemory + Clone> Service<M> {
         Ok((any, false))
     }
 
-    /// Sends the Stats reply, waiting (with `idle`) for room.
-    fn send_stats(&mut self, stats: Stats, idle: &mut impl FnMut()) -> Result<(), Error> {
+    /// Sends the Stats reply, waiting (with `idle`) for room; whether it was sent.
+    ///
+    /// While the ring is full it checks the peer's state word on every attempt: a peer that
+    /// sent Stop and then stopped (or died after writing Stopped) will never drain the ring,
+    /// so `Stopped` ends the wait with `Ok(false)` (a normal stop, the Stats not delivered)
+    /// and an invalid state word with `Err`. Offline and Ready keep waiting: a peer that
+    /// (re)attaches drains the ring.
+    fn send_stats(&mut self, stats: Stats, idle: &mut impl FnMut()) -> Result<bool, Error> {
         let seq = 0;
         loop {
             match proto::send_message(&mut self.producer, Op::Stats, seq, &stats.encode()) {
-                Ok(()) => return Ok(()),
-                Err(SendError::Full) => idle(),
+                Ok(()) => return Ok(true),
+                Err(SendError::Full) => {
+                    // `state` issues the acquire barrier after its load (see Region::state).
+                    if self.region.state(Role::Peer)? == SideState::Stopped {
+                        return Ok(false);
+                    }
+                    idle();
+                }
                 Err(SendError::Protocol(error)) => return Err(error),
                 Err(SendError::TooLarge { len, max }) => {
                     return Err(Error::BadGeometry {
@@ -187,7 +205,8 @@ struct Trackers<'a> {
 fn count_sequence(stats: &mut Stats, tracker: &mut SequenceTracker, seq: u64) {
     match tracker.observe(seq) {
         Sequence::InOrder | Sequence::Restart => {}
-        Sequence::Gap(missing) => stats.lost += missing,
+        // `missing` derives from the peer's (untrusted) seq: saturate, never overflow.
+        Sequence::Gap(missing) => stats.add_lost(missing),
         Sequence::Backwards => stats.protocol_errors += 1,
     }
 }
@@ -209,7 +228,9 @@ fn handle<M: SharedMemory>(
     match header.op() {
         Some(Op::EchoRequest) => echo(slot, header, producer, stats, trackers.echo_requests),
         Some(Op::Data) => {
-            match proto::verify_pattern_message(&slot) {
+            // The header was read once above; verify against that copy, so the verdict and
+            // the seq counted below come from the same read of shared memory.
+            match proto::verify_pattern_payload(&slot, &header) {
                 Verdict::Intact(_) => {}
                 Verdict::Corrupted(_) => stats.corrupted += 1,
                 Verdict::Malformed => stats.protocol_errors += 1,

@@ -3,13 +3,43 @@
 mod common;
 
 use std::thread;
+use std::time::{Duration, Instant};
 
-use common::{HeapMemory, linked_pair};
-use sramlink_ring::proto::{self, HEADER_LEN, Header, Op, Stats, StreamRequest};
+use common::{HeapMemory, linked_pair, small_geometry};
+use sramlink_ring::proto::{self, HEADER_LEN, Header, Op, Stats, StreamRequest, Verdict};
 use sramlink_ring::service::Service;
 use sramlink_ring::{
     Consumer, Error, Producer, Region, Role, SendError, SharedMemory, SideState, layout,
 };
+
+/// How long a helper waits for the service before declaring it hung. Not a performance
+/// bound: every wait here normally ends within milliseconds; this only turns a hang (a broken
+/// service) into a test failure instead of a `cargo test` that never ends.
+const HANG_LIMIT: Duration = Duration::from_secs(60);
+
+/// Polls `poll` (yielding in between) until it returns `Some`; panics after [`HANG_LIMIT`].
+fn wait_for<T>(what: &str, mut poll: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + HANG_LIMIT;
+    loop {
+        if let Some(value) = poll() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service looks hung: still waiting, after {HANG_LIMIT:?}, for {what}"
+        );
+        thread::yield_now();
+    }
+}
+
+/// Joins the service thread; panics if it does not return within [`HANG_LIMIT`] (the thread
+/// is then left running; the test binary ends it on exit).
+fn join<T>(guest: thread::JoinHandle<T>) -> T {
+    wait_for("the service to return", || {
+        guest.is_finished().then_some(())
+    });
+    guest.join().expect("the service thread panicked")
+}
 
 struct Peer {
     region: Region<HeapMemory>,
@@ -32,13 +62,27 @@ fn start(ring_bytes: usize) -> Peer {
 
 impl Peer {
     fn send(&mut self, op: Op, seq: u64, payload: &[u8]) {
-        loop {
-            match proto::send_message(&mut self.producer, op, seq, payload) {
-                Ok(()) => return,
-                Err(SendError::Full) => thread::yield_now(),
+        let producer = &mut self.producer;
+        wait_for(
+            "room in the peer->guest ring",
+            || match proto::send_message(producer, op, seq, payload) {
+                Ok(()) => Some(()),
+                Err(SendError::Full) => None,
+                Err(error) => panic!("peer send: {error}"),
+            },
+        );
+    }
+
+    /// Sends raw ring messages (no demo-protocol header added), waiting for room.
+    fn send_raw(&mut self, message: &[u8]) {
+        let producer = &mut self.producer;
+        wait_for("room in the peer->guest ring", || {
+            match producer.send(message) {
+                Ok(()) => Some(()),
+                Err(SendError::Full) => None,
                 Err(error) => panic!("peer send: {error}"),
             }
-        }
+        });
     }
 
     fn send_pattern(&mut self, op: Op, seq: u64, size: usize) {
@@ -48,20 +92,11 @@ impl Peer {
     }
 
     fn try_recv(&mut self) -> Option<(Header, Vec<u8>)> {
-        let mut buf = vec![0u8; self.consumer.max_message_len()];
-        let len = self.consumer.recv(&mut buf).expect("peer recv")?;
-        let header = Header::decode(&buf[..len]).expect("header");
-        assert_eq!(header.payload_len as usize, len - HEADER_LEN);
-        Some((header, buf[HEADER_LEN..len].to_vec()))
+        try_recv_from(&mut self.consumer)
     }
 
     fn recv(&mut self) -> (Header, Vec<u8>) {
-        loop {
-            if let Some(message) = self.try_recv() {
-                return message;
-            }
-            thread::yield_now();
-        }
+        wait_for("a message from the service", || self.try_recv())
     }
 
     fn stop(mut self) -> (Stats, Stats) {
@@ -70,10 +105,19 @@ impl Peer {
         assert_eq!(header.op(), Some(Op::Stats));
         assert_eq!(proto::checksum(&payload), header.checksum);
         let reported = Stats::decode(&payload).expect("stats payload");
-        let returned = self.guest.join().unwrap().expect("service result");
+        let returned = join(self.guest).expect("service result");
         assert_eq!(self.region.state(Role::Guest), Ok(SideState::Stopped));
         (reported, returned)
     }
+}
+
+/// The next message on `consumer` (the guest->peer ring), if any.
+fn try_recv_from(consumer: &mut Consumer<HeapMemory>) -> Option<(Header, Vec<u8>)> {
+    let mut buf = vec![0u8; consumer.max_message_len()];
+    let len = consumer.recv(&mut buf).expect("peer recv")?;
+    let header = Header::decode(&buf[..len]).expect("header");
+    assert_eq!(header.payload_len as usize, len - HEADER_LEN);
+    Some((header, buf[HEADER_LEN..len].to_vec()))
 }
 
 fn check_pattern_message(header: &Header, payload: &[u8], op: Op, seq: u64, size: usize) {
@@ -120,7 +164,12 @@ fn echo_streams_and_stop() {
     peer.send(Op::StreamRequest, 0, &request.encode());
     let mut received = 0;
     let mut sent = 300;
+    let deadline = Instant::now() + HANG_LIMIT;
     while received < 400 {
+        assert!(
+            Instant::now() < deadline,
+            "the service looks hung: {received} of 400 stream messages after {HANG_LIMIT:?}"
+        );
         if sent < 600 {
             peer.send_pattern(Op::Data, sent, 100);
             sent += 1;
@@ -162,7 +211,7 @@ fn counts_corruption_loss_and_protocol_errors() {
     header.checksum ^= 1;
     let mut message = header.encode().to_vec();
     message.extend_from_slice(&payload);
-    while peer.producer.send(&message) == Err(SendError::Full) {}
+    peer.send_raw(&message);
     // Three lost (3, 4, 5), then backwards.
     peer.send_pattern(Op::Data, 6, 8);
     peer.send_pattern(Op::Data, 4, 8);
@@ -200,7 +249,7 @@ fn returns_when_the_peer_stops() {
     let (header, _) = peer.recv();
     assert_eq!(header.op(), Some(Op::EchoReply));
     peer.region.set_state(Role::Peer, SideState::Stopped);
-    let stats = peer.guest.join().unwrap().unwrap();
+    let stats = join(peer.guest).unwrap();
     assert_eq!(stats.received, 1);
     assert_eq!(stats.sent, 1);
     assert_eq!(peer.region.state(Role::Guest), Ok(SideState::Stopped));
@@ -212,13 +261,13 @@ fn shared_memory_garbage_ends_the_service_with_an_error() {
     peer.region
         .memory()
         .store_u32(layout::producer_index_offset(1), 12);
-    let error = peer.guest.join().unwrap().unwrap_err();
+    let error = join(peer.guest).unwrap_err();
     assert!(matches!(error, Error::BadIndex { .. }), "{error}");
     assert!(error.to_string().contains("producer index"));
 
     let peer = start(256);
     peer.region.memory().store_u32(layout::OFF_PEER_STATE, 9);
-    let error = peer.guest.join().unwrap().unwrap_err();
+    let error = join(peer.guest).unwrap_err();
     assert!(matches!(error, Error::BadState { .. }), "{error}");
 }
 
@@ -239,7 +288,7 @@ fn stop_waits_for_the_stream_to_finish() {
     assert_eq!(header.op(), Some(Op::Stats));
     let stats = Stats::decode(&payload).unwrap();
     assert_eq!((stats.received, stats.sent), (2, 50));
-    assert_eq!(peer.guest.join().unwrap(), Ok(stats));
+    assert_eq!(join(peer.guest), Ok(stats));
 }
 
 #[test]
@@ -266,5 +315,144 @@ fn idle_hook_runs_when_there_is_nothing_to_do() {
     }
     assert!(idles.load(Ordering::Relaxed) > 0, "the idle hook never ran");
     peer.set_state(Role::Peer, SideState::Stopped);
-    assert_eq!(guest.join().unwrap(), Ok(Stats::default()));
+    assert_eq!(join(guest), Ok(Stats::default()));
+}
+
+impl Peer {
+    /// Sends several demo messages with a single publish, so the service sees all or none.
+    fn send_together(&mut self, messages: &[(Op, u64, &[u8])]) {
+        for (op, seq, payload) in messages {
+            let mut slot = self
+                .producer
+                .reserve(HEADER_LEN + payload.len())
+                .expect("room for the batch");
+            slot.write(&Header::for_payload(*op, *seq, payload).encode());
+            slot.write(payload);
+            slot.commit();
+        }
+        self.producer.publish();
+    }
+
+    /// Brings the service to the point where its Stats reply waits for room: a stream that
+    /// exactly fills a 256-byte guest->peer ring (three records of 80 bytes; 16 bytes stay
+    /// free, less than the 72-byte Stats record), then Stop, which the service handles
+    /// right after the stream, before looking at the peer's state word again. The peer does
+    /// not read anything.
+    fn fill_the_ring_then_stop(&mut self) {
+        let request = StreamRequest { count: 3, size: 48 }.encode();
+        self.send_together(&[(Op::StreamRequest, 0, &request), (Op::Stop, 0, &[])]);
+        let memory = self.region.memory().clone();
+        wait_for("the stream to fill the guest->peer ring", || {
+            (memory.load_u32(layout::producer_index_offset(0)) == 3 * 80).then_some(())
+        });
+    }
+}
+
+#[test]
+fn stats_reply_is_dropped_when_the_peer_stops_with_the_ring_full() {
+    let mut peer = start(256);
+    peer.fill_the_ring_then_stop();
+    // The peer stops (or dies after saying so) without draining the ring.
+    peer.region.set_state(Role::Peer, SideState::Stopped);
+    let Peer {
+        region,
+        mut consumer,
+        guest,
+        ..
+    } = peer;
+    let stats = join(guest).expect("a normal stop");
+    assert_eq!((stats.received, stats.sent), (2, 3));
+    assert_eq!(region.state(Role::Guest), Ok(SideState::Stopped));
+    // The ring holds the stream and no Stats reply.
+    for seq in 0..3 {
+        let (header, payload) = try_recv_from(&mut consumer).expect("a stream message");
+        check_pattern_message(&header, &payload, Op::Data, seq, 48);
+    }
+    assert_eq!(try_recv_from(&mut consumer), None);
+}
+
+#[test]
+fn bad_peer_state_while_the_stats_reply_waits_is_an_error() {
+    let mut peer = start(256);
+    peer.fill_the_ring_then_stop();
+    peer.region.memory().store_u32(layout::OFF_PEER_STATE, 9);
+    let error = join(peer.guest).unwrap_err();
+    assert_eq!(
+        error,
+        Error::BadState {
+            role: Role::Peer,
+            value: 9
+        }
+    );
+}
+
+#[test]
+fn huge_sequence_gaps_saturate_the_lost_count() {
+    let mut peer = start(256);
+    // 0 -> u64::MAX (u64::MAX lost), restart at 0, u64::MAX again (u64::MAX - 1 more):
+    // a plain `+=` would overflow.
+    peer.send(Op::Data, u64::MAX, &[]);
+    peer.send(Op::Data, 0, &[]);
+    peer.send(Op::Data, u64::MAX, &[]);
+    let (reported, returned) = peer.stop();
+    assert_eq!(reported, returned);
+    assert_eq!(
+        reported,
+        Stats {
+            received: 4,
+            sent: 0,
+            corrupted: 0,
+            lost: u64::MAX,
+            protocol_errors: 0,
+        }
+    );
+}
+
+#[test]
+fn verify_pattern_payload_uses_the_header_it_is_given() {
+    let (guest, peer) = linked_pair(256);
+    let (mut producer, _) = peer.endpoints(Role::Peer);
+    let (_, mut consumer) = guest.endpoints(Role::Guest);
+    let mut payload = [0u8; 40];
+    proto::fill_payload(1, &mut payload);
+    proto::send_message(&mut producer, Op::Data, 1, &payload).unwrap();
+
+    let slot = consumer.read().unwrap().expect("the message");
+    let header = proto::read_header(&slot).expect("a valid header");
+    assert_eq!(header.seq, 1);
+    // The sender rewrites the header's seq after we decoded it (message at record offset 8,
+    // seq at message offset 8). The verdict must be about the header we decoded and count.
+    let seq_offset = small_geometry(256).rings[1].data_offset + 8 + 8;
+    guest.memory().store_u64(seq_offset, 5);
+    assert_eq!(
+        proto::verify_pattern_payload(&slot, &header),
+        Verdict::Intact(header)
+    );
+    // The old entry point decodes the header itself: it sees the rewritten seq.
+    assert!(matches!(
+        proto::verify_pattern_message(&slot),
+        Verdict::Corrupted(Header { seq: 5, .. })
+    ));
+    // The given header is what is checked: another seq's pattern does not match.
+    let other = Header { seq: 2, ..header };
+    assert_eq!(
+        proto::verify_pattern_payload(&slot, &other),
+        Verdict::Corrupted(other)
+    );
+    // A header that does not describe this slot is malformed, without looking further.
+    for bad in [
+        Header {
+            payload_len: 41,
+            ..header
+        },
+        Header {
+            reserved: 1,
+            ..header
+        },
+    ] {
+        assert_eq!(
+            proto::verify_pattern_payload(&slot, &bad),
+            Verdict::Malformed
+        );
+    }
 }
