@@ -12,7 +12,7 @@
 use crate::qemu::Qemu;
 use crate::test::SystemTest;
 use crate::xen::Region;
-use crate::{GuestIdle, artifacts, deps, dtb, paths, report};
+use crate::{GuestIdle, artifacts, deps, dtb, paths, plan, report};
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, json};
 use std::fs::OpenOptions;
@@ -329,9 +329,10 @@ fn run_good(image: &Path, peer: &Path, options: &DemoOptions, name: &str) -> Res
     )?;
     qemu.expect("guest ring ready", "sramlink: ring ready", BOOT_TIMEOUT)?;
 
-    // First the other idle policy, leaving the guest serving; then the main run, which stops it.
-    let comparison = run_peer(peer, &ram, layout, options, !options.busy_poll, false)?;
-    let peer_report = run_peer(peer, &ram, layout, options, options.busy_poll, true)?;
+    let mut runs = Vec::new();
+    for args in plan::peer_runs(options.count, options.size, options.busy_poll) {
+        runs.push(run_peer(peer, &ram, layout, &args)?);
+    }
 
     let stats_line = qemu.expect("guest statistics", report::GUEST_STATS_MARKER, BOOT_TIMEOUT)?;
     qemu.expect("guest stop", "sramlink: stopping", BOOT_TIMEOUT)?;
@@ -342,32 +343,21 @@ fn run_good(image: &Path, peer: &Path, options: &DemoOptions, name: &str) -> Res
     extra.insert("platform".into(), json!("qemu-virt (no Xen), host peer"));
     extra.insert("region_base".into(), json!(layout.region.base));
     extra.insert("guest_idle".into(), json!(case.guest_idle.name()));
-    extra.insert(
-        "idle_comparison".into(),
-        report::idle_comparison(&comparison, &peer_report),
-    );
     extra.insert("qemu_exit".into(), json!(status.code()));
     extra.insert(
         "guest_boot_to_stop_seconds".into(),
         json!(qemu.elapsed().as_secs_f64()),
     );
-    report::finish(
-        name,
-        peer_report,
-        report::parse_guest_stats(&stats_line),
-        extra,
-    )
+    report::finish(name, runs, report::parse_guest_stats(&stats_line), extra)
 }
 
-/// Runs the host peer's `ping` over the RAM file; returns its report, failing when it exits
-/// non-zero.
+/// Runs the host peer over the RAM file with `args` (see [`plan::peer_runs`]); returns its
+/// report, failing when it exits non-zero.
 fn run_peer(
     peer: &Path,
     ram: &RamFile,
     layout: Layout,
-    options: &DemoOptions,
-    busy_poll: bool,
-    stop_guest: bool,
+    args: &[String],
 ) -> Result<Map<String, serde_json::Value>> {
     let offset = layout.file_offset();
     let mut command = Command::new(peer);
@@ -376,20 +366,8 @@ fn run_peer(
         .arg(&ram.0)
         .args(["--offset", &format!("{offset:#x}")])
         .args(["--size", &format!("{:#x}", layout.region.size)])
-        .args(["--json", "--timeout", "30"]);
-    if stop_guest {
-        command.arg("--stop-guest");
-    }
-    if busy_poll {
-        command.arg("--busy-poll");
-    }
-    command.args([
-        "ping",
-        "--count",
-        &options.count.to_string(),
-        "--size",
-        &options.size.to_string(),
-    ]);
+        .args(["--json", "--timeout", "30"])
+        .args(args);
     println!("xtask: running {command:?}");
     let output = command
         .stderr(Stdio::inherit())

@@ -16,6 +16,7 @@ mod dtb;
 mod imagebuilder;
 mod initramfs;
 mod paths;
+mod plan;
 mod process;
 mod qemu;
 mod report;

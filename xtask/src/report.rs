@@ -29,51 +29,6 @@ fn parse_report_line(line: &str) -> Option<Result<Map<String, Value>>> {
     )
 }
 
-/// Round trips of the same boot under the two idle policies of the peer (spin-then-sleep and
-/// busy-poll), side by side with their ratios, for the report.
-pub fn idle_comparison(first: &Map<String, Value>, second: &Map<String, Value>) -> Value {
-    let policy = |report: &Map<String, Value>| {
-        report
-            .get("idle_policy")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_string()
-    };
-    let rtt = |report: &Map<String, Value>, key: &str| {
-        report
-            .get("rtt")
-            .and_then(|rtt| rtt.get(key))
-            .and_then(Value::as_f64)
-    };
-    let mut comparison = Map::new();
-    for report in [first, second] {
-        comparison.insert(
-            policy(report),
-            json!({
-                "rtt": report.get("rtt").cloned().unwrap_or(Value::Null),
-                "messages_per_second": report.get("messages_per_second").cloned().unwrap_or(Value::Null),
-                "messages_sent": counter(report, "messages_sent"),
-                "messages_received": counter(report, "messages_received"),
-                "lost": counter(report, "lost"),
-                "corrupted": counter(report, "corrupted"),
-            }),
-        );
-    }
-    let (sleep, busy) = if policy(first) == "busy-poll" {
-        (second, first)
-    } else {
-        (first, second)
-    };
-    for key in ["p50", "p99", "mean"] {
-        if let (Some(a), Some(b)) = (rtt(sleep, key), rtt(busy, key)) {
-            if b > 0.0 {
-                comparison.insert(format!("{key}_ratio_sleep_over_busy_poll"), json!(a / b));
-            }
-        }
-    }
-    Value::Object(comparison)
-}
-
 /// Parses `sramlink: stats: received=1 sent=2 …` (anywhere in the line) into numbers.
 pub fn parse_guest_stats(line: &str) -> Option<Map<String, Value>> {
     let at = line.find(GUEST_STATS_MARKER)?;
@@ -85,40 +40,152 @@ pub fn parse_guest_stats(line: &str) -> Option<Map<String, Value>> {
     Some(stats)
 }
 
+/// A string field of a report, `"-"` when absent.
+fn text<'a>(report: &'a Map<String, Value>, key: &str) -> &'a str {
+    report.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
 /// Reads a counter from a JSON object, 0 when absent.
 fn counter(object: &Map<String, Value>, key: &str) -> u64 {
     object.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
 
-/// Combines the peer's report with the guest's console statistics, writes
+/// One peer run as it goes into the combined report's `runs` list.
+fn run_summary(run: &Map<String, Value>) -> Value {
+    let keys = [
+        "mode",
+        "direction",
+        "idle_policy",
+        "count",
+        "payload_bytes",
+        "window",
+        "messages_sent",
+        "messages_received",
+        "lost",
+        "corrupted",
+        "protocol_errors",
+        "rtt",
+        "messages_per_second",
+        "payload_bytes_per_second",
+    ];
+    Value::Object(
+        keys.iter()
+            .filter_map(|key| run.get(*key).map(|value| (key.to_string(), value.clone())))
+            .collect(),
+    )
+}
+
+/// Checks one run's own figures: nothing lost or corrupted, no protocol error, and as many
+/// messages as it was asked for in each direction its mode uses.
+fn check_run(run: &Map<String, Value>) -> Result<()> {
+    let (mode, direction) = (text(run, "mode"), text(run, "direction"));
+    let what = format!("the peer's {mode} run ({} idle)", text(run, "idle_policy"));
+    let (lost, corrupted, errors) = (
+        counter(run, "lost"),
+        counter(run, "corrupted"),
+        counter(run, "protocol_errors"),
+    );
+    if lost != 0 || corrupted != 0 || errors != 0 {
+        bail!(
+            "{what} saw {lost} lost, {corrupted} corrupted messages and {errors} protocol errors"
+        );
+    }
+    let (asked, sent, received) = (
+        counter(run, "count"),
+        counter(run, "messages_sent"),
+        counter(run, "messages_received"),
+    );
+    // A stream one way has the other way carry only its request (or nothing).
+    let needs_sent = mode != "stream" || direction != "from-guest";
+    let needs_received = mode != "stream" || direction != "to-guest";
+    if asked == 0 || (needs_sent && sent < asked) || (needs_received && received < asked) {
+        bail!("{what} was asked for {asked} messages but sent {sent} and received {received}");
+    }
+    Ok(())
+}
+
+/// The main run and the earlier ping run with the other idle policy of the peer
+/// (spin-then-sleep versus busy-poll), side by side with their round-trip ratios.
+fn idle_comparison(runs: &[Map<String, Value>]) -> Option<Value> {
+    let main = runs.last()?;
+    let other = runs.iter().find(|run| {
+        text(run, "mode") == "ping" && text(run, "idle_policy") != text(main, "idle_policy")
+    })?;
+    let rtt = |report: &Map<String, Value>, key: &str| {
+        report
+            .get("rtt")
+            .and_then(|rtt| rtt.get(key))
+            .and_then(Value::as_f64)
+    };
+    let mut comparison = Map::new();
+    for run in [other, main] {
+        comparison.insert(text(run, "idle_policy").to_string(), run_summary(run));
+    }
+    let (sleep, busy) = if text(main, "idle_policy") == "busy-poll" {
+        (other, main)
+    } else {
+        (main, other)
+    };
+    for key in ["p50", "p99", "mean"] {
+        if let (Some(a), Some(b)) = (rtt(sleep, key), rtt(busy, key)) {
+            if b > 0.0 {
+                comparison.insert(format!("{key}_ratio_sleep_over_busy_poll"), json!(a / b));
+            }
+        }
+    }
+    Some(Value::Object(comparison))
+}
+
+/// Combines the peer's runs of one boot (`runs`, in order; the last one stopped the guest and
+/// is the report's main figures) with the guest's console statistics, writes
 /// `target/sramlink/reports/NAME.json`, prints a summary, and fails on any loss, corruption or
-/// protocol error, or when the two sides disagree on how many messages crossed.
+/// protocol error, a run short of its count, or when the two sides disagree on how many
+/// messages crossed.
 pub fn finish(
     name: &str,
-    mut peer: Map<String, Value>,
+    runs: Vec<Map<String, Value>>,
     guest_console: Option<Map<String, Value>>,
     extra: Map<String, Value>,
 ) -> Result<PathBuf> {
+    let Some(mut report) = runs.last().cloned() else {
+        bail!("the peer printed no report");
+    };
     for (key, value) in extra {
-        peer.insert(key, value);
+        report.insert(key, value);
+    }
+    report.insert("runs".into(), runs.iter().map(run_summary).collect());
+    if let Some(comparison) = idle_comparison(&runs) {
+        report.insert("idle_comparison".into(), comparison);
     }
     if let Some(stats) = &guest_console {
-        peer.insert("guest_console".to_string(), Value::Object(stats.clone()));
+        report.insert("guest_console".to_string(), Value::Object(stats.clone()));
     }
     let dir = crate::paths::reports_dir();
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(&peer)? + "\n")?;
+    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
 
-    let sent = counter(&peer, "messages_sent");
-    let received = counter(&peer, "messages_received");
-    let lost = counter(&peer, "lost");
-    let corrupted = counter(&peer, "corrupted");
-    let protocol_errors = counter(&peer, "protocol_errors");
     println!("report {}:", path.display());
-    println!(
-        "  peer : sent {sent}, received {received}, lost {lost}, corrupted {corrupted}, protocol errors {protocol_errors}"
-    );
+    for run in &runs {
+        let mut line = format!(
+            "  peer {} {}{} ({} idle): sent {}, received {}, lost {}, corrupted {}",
+            text(run, "mode"),
+            counter(run, "count"),
+            match text(run, "direction") {
+                "-" => String::new(),
+                direction => format!(" {direction}"),
+            },
+            text(run, "idle_policy"),
+            counter(run, "messages_sent"),
+            counter(run, "messages_received"),
+            counter(run, "lost"),
+            counter(run, "corrupted"),
+        );
+        if let Some(rate) = run.get("messages_per_second").and_then(Value::as_f64) {
+            line += &format!(", {rate:.0} msg/s");
+        }
+        println!("{line}");
+    }
     if let Some(stats) = &guest_console {
         println!(
             "  guest: received {}, sent {}, lost {}, corrupted {}, protocol errors {}",
@@ -130,8 +197,8 @@ pub fn finish(
         );
     }
     if let (Some(rtt), Some(hz)) = (
-        peer.get("rtt").and_then(Value::as_object),
-        peer.get("counter_hz").and_then(Value::as_u64),
+        report.get("rtt").and_then(Value::as_object),
+        report.get("counter_hz").and_then(Value::as_u64),
     ) {
         let ticks = |key: &str| rtt.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN);
         let micros = |key: &str| ticks(key) * 1e6 / hz as f64;
@@ -145,7 +212,7 @@ pub fn finish(
             micros("max"),
         );
     }
-    if let Some(comparison) = peer.get("idle_comparison").and_then(Value::as_object) {
+    if let Some(comparison) = report.get("idle_comparison").and_then(Value::as_object) {
         let mut line = String::from("  peer idle policy, round-trip ratio sleep / busy-poll:");
         for key in ["p50", "p99", "mean"] {
             let ratio = comparison.get(&format!("{key}_ratio_sleep_over_busy_poll"));
@@ -156,61 +223,33 @@ pub fn finish(
         println!("{line}");
     }
 
-    if sent == 0 || received == 0 {
-        bail!(
-            "no messages crossed (sent {sent}, received {received}); see {}",
-            path.display()
-        );
+    let see = || format!("see {}", path.display());
+    for run in &runs {
+        check_run(run).with_context(see)?;
     }
-    let asked = counter(&peer, "count");
-    if sent < asked || received < asked {
-        bail!(
-            "the peer was asked for {asked} round trips but sent {sent} and received {received}; see {}",
-            path.display()
-        );
+    let Some(stats) = &guest_console else {
+        bail!("the guest printed no statistics line; {}", see());
+    };
+    let guest_bad =
+        counter(stats, "lost") + counter(stats, "corrupted") + counter(stats, "protocol_errors");
+    if guest_bad != 0 {
+        bail!("the guest reported errors: {stats:?}; {}", see());
     }
-    if lost != 0 || corrupted != 0 || protocol_errors != 0 {
+    // The guest counts over the whole boot, so compare with all runs' totals: every message the
+    // peer sent reached the guest, which also counts the final Stop; the guest sent every
+    // message the peer received, its Stats reply coming after them.
+    let total_sent: u64 = runs.iter().map(|run| counter(run, "messages_sent")).sum();
+    let total_received: u64 = runs
+        .iter()
+        .map(|run| counter(run, "messages_received"))
+        .sum();
+    let (guest_received, guest_sent) = (counter(stats, "received"), counter(stats, "sent"));
+    if guest_received != total_sent + 1 || guest_sent != total_received {
         bail!(
-            "the peer saw {lost} lost, {corrupted} corrupted messages and {protocol_errors} protocol errors; see {}",
-            path.display()
+            "the two sides disagree: the peer sent {total_sent} (+1 Stop) and received \
+             {total_received}, the guest received {guest_received} and sent {guest_sent}; {}",
+            see()
         );
-    }
-    if let Some(stats) = &guest_console {
-        let guest_bad = counter(stats, "lost")
-            + counter(stats, "corrupted")
-            + counter(stats, "protocol_errors");
-        if guest_bad != 0 {
-            bail!(
-                "the guest reported errors: {stats:?}; see {}",
-                path.display()
-            );
-        }
-        // The guest counts over the whole boot: with an idle-policy comparison, the peer ran
-        // twice against it, so compare with both runs' totals.
-        let (total_sent, total_received) = match peer.get("idle_comparison") {
-            Some(Value::Object(runs)) => {
-                runs.values()
-                    .filter_map(Value::as_object)
-                    .fold((0, 0), |(s, r), run| {
-                        (
-                            s + counter(run, "messages_sent"),
-                            r + counter(run, "messages_received"),
-                        )
-                    })
-            }
-            _ => (sent, received),
-        };
-        // Every message the peer sent reached the guest, which also counts Stop; the guest
-        // sent every reply the peer counted, and its Stats reply after them.
-        let (guest_received, guest_sent) = (counter(stats, "received"), counter(stats, "sent"));
-        if guest_received != total_sent + 1 || guest_sent != total_received {
-            bail!(
-                "the two sides disagree: the peer sent {total_sent} (+1 Stop) and received {total_received}, \
-                 the guest received {guest_received} and sent {guest_sent}"
-            );
-        }
-    } else {
-        bail!("the guest printed no statistics line");
     }
     Ok(path)
 }

@@ -1,0 +1,71 @@
+//! What the peer does in a good run, the same on bare QEMU and under Xen: every mode once and
+//! ping with both of its idle policies, then a last ping that stops the guest.
+
+/// The peer's runs in order, each as its arguments after the region options (`--json` and the
+/// timeout are the caller's). Only the last one stops the guest; the earlier ones leave it
+/// serving, and the next run attaches again where the ring stands.
+pub fn peer_runs(count: u64, size: u32, busy_poll: bool) -> Vec<Vec<String>> {
+    let policy = |busy: bool| {
+        if busy {
+            vec!["--busy-poll".to_string()]
+        } else {
+            Vec::new()
+        }
+    };
+    let sized = |mode: &[&str]| -> Vec<String> {
+        mode.iter()
+            .map(|arg| arg.to_string())
+            .chain([
+                "--count".into(),
+                count.to_string(),
+                "--size".into(),
+                size.to_string(),
+            ])
+            .collect()
+    };
+    let mut runs = vec![
+        // The other idle policy first, so one boot measures both.
+        [policy(!busy_poll), sized(&["ping"])].concat(),
+        // Pipelined round trips: many messages in flight, the rings wrap.
+        [policy(busy_poll), sized(&["echo", "--window", "16"])].concat(),
+        // One-way streams, both directions at once.
+        [policy(busy_poll), sized(&["stream", "--direction", "both"])].concat(),
+    ];
+    runs.push(
+        [
+            vec!["--stop-guest".to_string()],
+            policy(busy_poll),
+            sized(&["ping"]),
+        ]
+        .concat(),
+    );
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mode_runs_and_only_the_last_stops_the_guest() {
+        let runs = peer_runs(7, 64, false);
+        let joined: Vec<String> = runs.iter().map(|run| run.join(" ")).collect();
+        assert_eq!(joined[0], "--busy-poll ping --count 7 --size 64");
+        assert_eq!(joined[1], "echo --window 16 --count 7 --size 64");
+        assert_eq!(joined[2], "stream --direction both --count 7 --size 64");
+        assert_eq!(joined[3], "--stop-guest ping --count 7 --size 64");
+        assert_eq!(
+            joined
+                .iter()
+                .filter(|run| run.contains("--stop-guest"))
+                .count(),
+            1
+        );
+        let busy = peer_runs(7, 64, true);
+        assert_eq!(busy[0].join(" "), "ping --count 7 --size 64");
+        assert_eq!(
+            busy[3].join(" "),
+            "--stop-guest --busy-poll ping --count 7 --size 64"
+        );
+    }
+}
