@@ -156,11 +156,9 @@ struct Session<'r, M: SharedMemory + Clone> {
     data_in: SequenceTracker,
     data_in_seen: u64,
     rtt: RttSamples,
-    sent: u64,
-    received: u64,
-    lost: u64,
-    corrupted: u64,
-    protocol_errors: u64,
+    /// The peer's own counters. `lost` grows by amounts taken from the guest's sequence
+    /// numbers (untrusted): only through [`proto::Stats::add_lost`], which saturates.
+    counts: proto::Stats,
     data_messages: u64,
     first_send: Option<u64>,
     last_activity: u64,
@@ -225,11 +223,7 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
             data_in: SequenceTracker::new(),
             data_in_seen: 0,
             rtt: RttSamples::with_capacity(rtt_capacity),
-            sent: 0,
-            received: 0,
-            lost: 0,
-            corrupted: 0,
-            protocol_errors: 0,
+            counts: proto::Stats::default(),
             data_messages: 0,
             first_send: None,
             last_activity: 0,
@@ -356,7 +350,7 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
     }
 
     fn note_send(&mut self) {
-        self.sent += 1;
+        self.counts.sent += 1;
         let now = self.counter.now();
         self.first_send.get_or_insert(now);
         self.last_activity = now;
@@ -377,13 +371,13 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
                 Incoming::Stats(stats) if want_stats => {
                     match stats {
                         Some(stats) => self.guest = Some(stats),
-                        None => self.protocol_errors += 1,
+                        None => self.counts.protocol_errors += 1,
                     }
                     return Ok(true);
                 }
                 Incoming::Stats(_) | Incoming::Unexpected => {
-                    self.received += 1;
-                    self.protocol_errors += 1;
+                    self.counts.received += 1;
+                    self.counts.protocol_errors += 1;
                 }
             }
         }
@@ -396,22 +390,25 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
             Ok(Some(slot)) => slot,
             Ok(None) => return Ok(None),
             Err(error) => {
-                self.protocol_errors += 1;
+                self.counts.protocol_errors += 1;
                 return Err(ring_error(ErrorKind::Protocol, &error));
             }
         };
+        // The header is read from shared memory once; its op, its seq and the payload checks
+        // below all use this copy (the guest may rewrite the slot while we look at it).
         let incoming = match proto::read_header(&slot) {
             None => Incoming::Unexpected,
             Some(header) => match header.op() {
                 Some(Op::EchoReply) => Incoming::EchoReply {
                     seq: header.seq,
-                    verdict: proto::verify_pattern_message(&slot),
+                    verdict: proto::verify_pattern_payload(&slot, &header),
                 },
                 Some(Op::Data) => Incoming::Data {
                     seq: header.seq,
-                    verdict: proto::verify_pattern_message(&slot),
+                    verdict: proto::verify_pattern_payload(&slot, &header),
                 },
                 Some(Op::Stats) => {
+                    // One copy of the payload: the checksum and the decoding see the same bytes.
                     let mut payload = [0u8; STATS_LEN];
                     let stats = (slot.len() == HEADER_LEN + STATS_LEN)
                         .then(|| slot.read(HEADER_LEN, &mut payload))
@@ -439,24 +436,24 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         match verdict {
             Verdict::Intact(header) if header.payload_len as usize == self.plan.payload => true,
             Verdict::Intact(_) | Verdict::Corrupted(_) => {
-                self.corrupted += 1;
+                self.counts.corrupted += 1;
                 false
             }
             Verdict::Malformed => {
-                self.protocol_errors += 1;
+                self.counts.protocol_errors += 1;
                 false
             }
         }
     }
 
     fn on_echo_reply(&mut self, seq: u64, verdict: Verdict) {
-        self.received += 1;
+        self.counts.received += 1;
         let now = self.counter.now();
         self.check_verdict(verdict);
         // Replies come back in request order: everything in flight before `seq` was lost.
         if !self.in_flight.iter().any(|request| request.seq == seq) {
             // Not outstanding: a duplicate, an old reply, or one never asked for.
-            self.protocol_errors += 1;
+            self.counts.protocol_errors += 1;
             return;
         }
         while let Some(request) = self.in_flight.pop_front() {
@@ -466,24 +463,25 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
                 self.data_messages += 2;
                 break;
             }
-            self.lost += 1;
+            self.counts.add_lost(1);
         }
     }
 
     fn on_data(&mut self, seq: u64, verdict: Verdict) {
-        self.received += 1;
+        self.counts.received += 1;
         self.check_verdict(verdict);
         if self.plan.data_in_total == 0 {
             // Data nobody asked for.
-            self.protocol_errors += 1;
+            self.counts.protocol_errors += 1;
             return;
         }
         self.data_in_seen += 1;
         self.data_messages += 1;
         match self.data_in.observe(seq) {
             Sequence::InOrder => {}
-            Sequence::Gap(missing) => self.lost += missing,
-            Sequence::Restart | Sequence::Backwards => self.protocol_errors += 1,
+            // `missing` comes from the guest's seq: up to nearly 2^64, any number of times.
+            Sequence::Gap(missing) => self.counts.add_lost(missing),
+            Sequence::Restart | Sequence::Backwards => self.counts.protocol_errors += 1,
         }
     }
 
@@ -524,12 +522,14 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
 
     /// When the run ends early: requests without a reply and data never received are lost.
     fn count_outstanding_as_lost(&mut self) {
-        self.lost += self.in_flight.len() as u64;
+        // `lost` may already be saturated by a gap in the guest's seq.
+        self.counts.add_lost(self.in_flight.len() as u64);
         self.in_flight.clear();
-        self.lost += self
-            .plan
-            .data_in_total
-            .saturating_sub(self.data_in.expected());
+        self.counts.add_lost(
+            self.plan
+                .data_in_total
+                .saturating_sub(self.data_in.expected()),
+        );
     }
 
     /// Sends Stop, waits for the guest's Stats.
@@ -575,17 +575,23 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         if let Some(guest) = self.guest {
             // The guest counts Stop among what it received: anything less means messages of
             // ours never reached it.
-            self.lost += (self.sent + 1).saturating_sub(guest.received);
+            // `guest.received` is the guest's word; `lost` may already be saturated.
+            self.counts.add_lost(
+                self.counts
+                    .sent
+                    .saturating_add(1)
+                    .saturating_sub(guest.received),
+            );
         }
         Ok(())
     }
 
     fn fill(&self, report: &mut Report) {
-        report.messages_sent = self.sent;
-        report.messages_received = self.received;
-        report.lost = self.lost;
-        report.corrupted = self.corrupted;
-        report.protocol_errors = self.protocol_errors;
+        report.messages_sent = self.counts.sent;
+        report.messages_received = self.counts.received;
+        report.lost = self.counts.lost;
+        report.corrupted = self.counts.corrupted;
+        report.protocol_errors = self.counts.protocol_errors;
         report.rtt = self.rtt.summary();
         report.rtt_histogram = self.rtt.histogram();
         report.counter_hz = self.counter.frequency_hz();
@@ -599,7 +605,7 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
             let seconds = report.elapsed_ticks as f64 / report.counter_hz as f64;
             report.messages_per_second = self.data_messages as f64 / seconds;
             report.payload_bytes_per_second =
-                (self.data_messages * self.plan.payload as u64) as f64 / seconds;
+                self.data_messages as f64 * self.plan.payload as f64 / seconds;
         }
     }
 }

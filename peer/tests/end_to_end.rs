@@ -3,9 +3,9 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use sramlink_peer::app;
@@ -15,6 +15,7 @@ use sramlink_peer::error::ErrorKind;
 use sramlink_peer::mapping::MappedRegion;
 use sramlink_peer::report::Report;
 use sramlink_peer::session::{self, RunOptions};
+use sramlink_ring::proto::{self, HEADER_LEN, Op};
 use sramlink_ring::service::{Service, Stats};
 use sramlink_ring::{
     AtomicMemory, Error as RingError, Geometry, Region, Role, SharedMemory, SideState,
@@ -328,6 +329,180 @@ fn guest_that_stops_mid_run_is_detected() {
     .expect_err("guest stopped");
     assert!(error.message.contains("left the Ready state"), "{error}");
     assert!(!report.passed());
+}
+
+/// Reads the next message the peer sent (as the guest), waiting at most [`TIMEOUT`]; its op.
+fn guest_receive<M: SharedMemory>(consumer: &mut sramlink_ring::Consumer<M>) -> Option<Op> {
+    let deadline = Instant::now() + TIMEOUT;
+    while Instant::now() < deadline {
+        let op = match consumer.read().expect("peer->guest ring") {
+            Some(slot) => {
+                let op = proto::read_header(&slot).and_then(|header| header.op());
+                slot.release();
+                op
+            }
+            None => {
+                thread::yield_now();
+                continue;
+            }
+        };
+        consumer.publish();
+        return op;
+    }
+    None
+}
+
+/// A scripted guest: waits for the StreamRequest, sends `size`-byte Data messages numbered
+/// `seqs` (all published at once), then answers Stop with `stats`.
+fn spawn_scripted_guest(
+    memory: HeapMemory,
+    seqs: Vec<u64>,
+    size: usize,
+    stats: proto::Stats,
+) -> JoinHandle<()> {
+    let geometry = Geometry::for_region(memory.len()).expect("geometry");
+    let region = Region::create(memory, geometry).expect("create");
+    region.set_state(Role::Guest, SideState::Ready);
+    thread::spawn(move || {
+        let (mut producer, mut consumer) = region.endpoints(Role::Guest);
+        assert_eq!(guest_receive(&mut consumer), Some(Op::StreamRequest));
+        for seq in seqs {
+            let mut slot = producer.reserve(HEADER_LEN + size).expect("room");
+            assert!(proto::write_pattern_message(&mut slot, Op::Data, seq, size));
+            slot.commit();
+        }
+        producer.publish();
+        assert_eq!(guest_receive(&mut consumer), Some(Op::Stop));
+        proto::send_message(&mut producer, Op::Stats, 0, &stats.encode()).expect("Stats sent");
+    })
+}
+
+#[test]
+fn huge_seq_gaps_saturate_lost_without_panicking() {
+    let memory = heap_memory(3 * 4096);
+    // Two jumps of nearly 2^64 (a 0 in between restarts the stream), then a Stats saying the
+    // guest received nothing: every addition to `lost` after the first one would overflow.
+    let guest = spawn_scripted_guest(
+        memory.clone(),
+        vec![u64::MAX - 1, 0, u64::MAX - 1],
+        16,
+        proto::Stats::default(),
+    );
+    let region = session::attach(memory, TIMEOUT, BackoffPolicy::Sleep).expect("attach");
+    let mut report = Report::default();
+    session::run(
+        &region,
+        &options(Mode::Stream {
+            count: 3,
+            size: 16,
+            direction: Direction::FromGuest,
+        }),
+        &mut report,
+    )
+    .expect("the run ends normally");
+    guest.join().expect("scripted guest");
+    assert_eq!(report.lost, u64::MAX, "{report:#?}");
+    assert_eq!(report.messages_received, 3);
+    assert_eq!(report.corrupted, 0);
+    // The restart (seq 0 in the middle of the stream).
+    assert_eq!(report.protocol_errors, 1);
+    assert_eq!(report.guest.expect("guest stats").received, 0);
+    assert!(!report.passed());
+}
+
+/// A hostile guest's memory: once the peer has loaded the checksum word of the first message
+/// in ring 0 (the end of its first header read), the header's seq is rewritten.
+#[derive(Clone)]
+struct RewritesSeqAfterFirstRead {
+    inner: HeapMemory,
+    /// Region offsets of the first message's seq and checksum words.
+    seq: usize,
+    checksum: usize,
+    rewritten: Arc<AtomicBool>,
+}
+
+impl RewritesSeqAfterFirstRead {
+    fn after_load(&self, off: usize, size: usize) {
+        if (off..off + size).contains(&self.checksum)
+            && !self.rewritten.swap(true, Ordering::SeqCst)
+        {
+            self.inner.store_u64(self.seq, 7);
+        }
+    }
+}
+
+impl SharedMemory for RewritesSeqAfterFirstRead {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn load_u32(&self, off: usize) -> u32 {
+        let value = self.inner.load_u32(off);
+        self.after_load(off, 4);
+        value
+    }
+    fn store_u32(&self, off: usize, v: u32) {
+        self.inner.store_u32(off, v);
+    }
+    fn load_u64(&self, off: usize) -> u64 {
+        let value = self.inner.load_u64(off);
+        self.after_load(off, 8);
+        value
+    }
+    fn store_u64(&self, off: usize, v: u64) {
+        self.inner.store_u64(off, v);
+    }
+}
+
+#[test]
+fn each_message_header_is_read_once() {
+    let bytes = 3 * 4096;
+    let memory = heap_memory(bytes);
+    let geometry = Geometry::for_region(bytes).expect("geometry");
+    // The first record of ring 0: 8-byte record header, then the message header
+    // (op, payload_len, seq at +8, checksum at +16).
+    let message = geometry.rings[0].data_offset + 8;
+    let region = Region::create(memory.clone(), geometry).expect("create");
+    region.set_state(Role::Guest, SideState::Ready);
+    let (mut producer, _) = region.endpoints(Role::Guest);
+    let mut slot = producer.reserve(HEADER_LEN + 16).expect("room");
+    assert!(proto::write_pattern_message(&mut slot, Op::Data, 0, 16));
+    slot.commit();
+    producer.publish();
+
+    let hostile = RewritesSeqAfterFirstRead {
+        inner: memory,
+        seq: message + 8,
+        checksum: message + 16,
+        rewritten: Arc::new(AtomicBool::new(false)),
+    };
+    let rewritten = Arc::clone(&hostile.rewritten);
+    let peer_region = session::attach(hostile, TIMEOUT, BackoffPolicy::Sleep).expect("attach");
+    let mut report = Report::default();
+    session::run(
+        &peer_region,
+        &RunOptions {
+            stop_guest: false,
+            ..options(Mode::Stream {
+                count: 1,
+                size: 16,
+                direction: Direction::FromGuest,
+            })
+        },
+        &mut report,
+    )
+    .expect("one intact message");
+    assert!(
+        rewritten.load(Ordering::SeqCst),
+        "the seq was never rewritten"
+    );
+    // The message was intact when its header was read: judged on that header (seq 0), it is
+    // intact and in order. A second read of the header would see seq 7 and call it corrupted.
+    assert_eq!(
+        (report.lost, report.corrupted, report.protocol_errors),
+        (0, 0, 0),
+        "{report:#?}"
+    );
+    assert_eq!(report.messages_received, 1);
 }
 
 /// The whole binary path: CLI parsing, `--file` mapping of a shared file (as QEMU's RAM file),
