@@ -11,7 +11,7 @@ _start:
     .long   0                           // code1
     .quad   {TEXT_OFFSET}               // text_offset: loaded at a 2 MiB-aligned base + this
     .quad   __image_size                // image_size: _start to the end of BSS and stacks
-    .quad   {IMAGE_FLAGS}               // flags: little-endian, 4 KiB pages, anywhere in RAM
+    .quad   {IMAGE_FLAGS}               // flags: LE, 4 KiB pages, 2 MiB base near DRAM start
     .quad   0                           // res2
     .quad   0                           // res3
     .quad   0                           // res4

@@ -246,6 +246,21 @@ pub enum DtError {
     },
 }
 
+impl DtError {
+    /// The blob could not be read or walked at all (no tree at `x0`, bad header, structure the
+    /// parser rejects): nothing in it, not even a console or a PSCI conduit, is known.
+    pub fn is_unreadable(&self) -> bool {
+        matches!(
+            self,
+            DtError::NoDeviceTree
+                | DtError::Misaligned { .. }
+                | DtError::BadMagic { .. }
+                | DtError::BadSize { .. }
+                | DtError::Malformed(_)
+        )
+    }
+}
+
 /// The parent path of `path` (`/` for top-level nodes).
 fn parent_of(path: &str) -> &str {
     match path.rfind('/') {
@@ -631,6 +646,8 @@ struct Discovery<'a> {
     stdout_path: Option<&'a str>,
     chosen_region: Option<&'a str>,
     bootargs: Option<&'a [u8]>,
+    /// The first problem that makes the tree unusable, if any.
+    problem: Option<DtError>,
 }
 
 fn child_path(parent: &str, name: &str) -> NodePath {
@@ -653,22 +670,19 @@ impl<'a> Discovery<'a> {
         parent_cells: Cells,
         bus: Option<&Bus<'_, 'a>>,
         depth: usize,
-    ) -> Result<(), DtError> {
+    ) {
         if depth > MAX_DEPTH {
-            return Err(DtError::TooDeep {
+            self.fail(DtError::TooDeep {
                 path: truncated_path(path),
             });
+            return;
         }
         let info = NodeInfo::read(node);
         if !info.status_ok {
             // A disabled node disables its whole subtree.
-            return Ok(());
+            return;
         }
         let path_owned = truncated_path(path);
-        let reg_error_here = |problem| DtError::Reg {
-            path: path_owned.clone(),
-            problem,
-        };
 
         if path == "/chosen" {
             for property in node.properties() {
@@ -683,34 +697,14 @@ impl<'a> Discovery<'a> {
             }
         }
         if info.device_type == Some("memory") && depth == 1 {
-            let entries = decode_reg(
-                info.reg
-                    .ok_or_else(|| reg_error_here(RegProblem::Missing))?,
-                parent_cells,
-            )
-            .map_err(reg_error_here)?;
-            for entry in entries {
-                let bank = entry.map_err(reg_error_here)?;
-                if !bank.is_empty() {
-                    self.memory.push(bank).map_err(|_| DtError::TooMany {
-                        what: "RAM banks",
-                        limit: MAX_MEMORY_BANKS,
-                    })?;
-                }
-            }
+            let added = self.add_memory(info.reg, parent_cells, &path_owned);
+            self.fail_on(added);
         }
         if parent_of(path) == "/reserved-memory" && depth == 2 {
             // A reserved-memory child without reg is a dynamic allocation request: nothing fixed.
             if let Some(reg) = info.reg {
-                for entry in decode_reg(reg, parent_cells).map_err(reg_error_here)? {
-                    let range = entry
-                        .and_then(|range| translate(range, bus))
-                        .map_err(reg_error_here)?;
-                    self.reserved.push(range).map_err(|_| DtError::TooMany {
-                        what: "reserved-memory ranges",
-                        limit: MAX_RESERVED_RANGES,
-                    })?;
-                }
+                let added = self.add_reserved(reg, parent_cells, bus, &path_owned);
+                self.fail_on(added);
             }
         }
         for kind in [UartKind::Pl011, UartKind::SbsaUart] {
@@ -758,7 +752,69 @@ impl<'a> Discovery<'a> {
         let child_bus = (depth > 0).then_some(&child_bus);
         for child in node.children() {
             let path = child_path(path, child.name);
-            self.visit(child, &path, info.cells, child_bus, depth + 1)?;
+            self.visit(child, &path, info.cells, child_bus, depth + 1);
+        }
+    }
+
+    /// Keeps the first problem that makes the tree unusable; the walk goes on regardless, so
+    /// that the console and PSCI conduit are still found to report it with.
+    fn fail(&mut self, error: DtError) {
+        if self.problem.is_none() {
+            self.problem = Some(error);
+        }
+    }
+
+    fn fail_on(&mut self, result: Result<(), DtError>) {
+        if let Err(error) = result {
+            self.fail(error);
+        }
+    }
+
+    /// Adds the banks of the memory node at `path`.
+    fn add_memory(
+        &mut self,
+        reg: Option<&[u8]>,
+        parent_cells: Cells,
+        path: &NodePath,
+    ) -> Result<(), DtError> {
+        let reg_error = |problem| DtError::Reg {
+            path: path.clone(),
+            problem,
+        };
+        let entries = decode_reg(reg.ok_or(reg_error(RegProblem::Missing))?, parent_cells)
+            .map_err(reg_error)?;
+        for entry in entries {
+            let bank = entry.map_err(reg_error)?;
+            if !bank.is_empty() {
+                self.memory.push(bank).map_err(|_| DtError::TooMany {
+                    what: "RAM banks",
+                    limit: MAX_MEMORY_BANKS,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the ranges of the `/reserved-memory` child at `path`.
+    fn add_reserved(
+        &mut self,
+        reg: &[u8],
+        parent_cells: Cells,
+        bus: Option<&Bus<'_, 'a>>,
+        path: &NodePath,
+    ) -> Result<(), DtError> {
+        let reg_error = |problem| DtError::Reg {
+            path: path.clone(),
+            problem,
+        };
+        for entry in decode_reg(reg, parent_cells).map_err(reg_error)? {
+            let range = entry
+                .and_then(|range| translate(range, bus))
+                .map_err(reg_error)?;
+            self.reserved.push(range).map_err(|_| DtError::TooMany {
+                what: "reserved-memory ranges",
+                limit: MAX_RESERVED_RANGES,
+            })?;
         }
         Ok(())
     }
@@ -846,8 +902,40 @@ fn path_matches_loosely(path: &str, target: &str) -> bool {
     }
 }
 
+/// A device tree the guest cannot boot with, and what it still says about reporting that.
+#[derive(Clone, PartialEq, Debug)]
+pub struct UnusableTree {
+    /// The (first) problem.
+    pub error: DtError,
+    /// The console UART, found even so (`None` when the blob could not be walked at all).
+    pub console: Option<Uart>,
+    /// The PSCI conduit, found even so (`None` when the blob could not be walked at all).
+    pub psci: Option<PsciConduit>,
+}
+
+impl From<DtError> for UnusableTree {
+    /// A problem that leaves nothing of the tree readable.
+    fn from(error: DtError) -> Self {
+        UnusableTree {
+            error,
+            console: None,
+            psci: None,
+        }
+    }
+}
+
+impl fmt::Display for UnusableTree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
 /// Interprets a DTB (already length-checked with [`dtb_total_size`]).
-pub fn discover(dtb: &[u8]) -> Result<Platform, DtError> {
+///
+/// A tree that cannot be used (no RAM, a RAM or reserved-memory `reg` that cannot be decoded,
+/// too many banks, too deep) is still walked to the end: the error carries the console and PSCI
+/// conduit, so that the guest can say what is wrong and power off.
+pub fn discover(dtb: &[u8]) -> Result<Platform, UnusableTree> {
     let fdt = Fdt::new(dtb).map_err(DtError::Malformed)?;
     let root = fdt
         .find_node("/")
@@ -862,11 +950,20 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, DtError> {
         stdout_path: None,
         chosen_region: None,
         bootargs: None,
+        problem: None,
     };
     // The root's own reg (none) would use the defaults; its children use its cells.
-    discovery.visit(root, "/", Cells::DEFAULT, None, 0)?;
-    if discovery.memory.is_empty() {
-        return Err(DtError::NoMemory);
+    discovery.visit(root, "/", Cells::DEFAULT, None, 0);
+    let problem = discovery
+        .problem
+        .take()
+        .or_else(|| discovery.memory.is_empty().then_some(DtError::NoMemory));
+    if let Some(error) = problem {
+        return Err(UnusableTree {
+            error,
+            console: discovery.console(&fdt),
+            psci: discovery.psci,
+        });
     }
     Ok(Platform {
         console: discovery.console(&fdt),
@@ -1283,7 +1380,94 @@ mod tests {
         ));
         let mut writer = FdtWriter::new();
         writer.begin("").begin("chosen").end().end();
-        assert_eq!(discover(&writer.finish()), Err(DtError::NoMemory));
+        assert_eq!(
+            discover(&writer.finish()),
+            Err(UnusableTree::from(DtError::NoMemory))
+        );
+        // Shorter than its header's totalsize: nothing of it is walked.
+        let blob = guest_tree(|_| {});
+        let unusable = discover(&blob[..blob.len() - 4]).unwrap_err();
+        assert!(
+            matches!(unusable.error, DtError::Malformed(_)),
+            "{unusable:?}"
+        );
+        assert!(unusable.error.is_unreadable());
+        assert_eq!((unusable.console, unusable.psci), (None, None));
+        assert!(DtError::NoDeviceTree.is_unreadable());
+        assert!(DtError::Misaligned { address: 4 }.is_unreadable());
+    }
+
+    #[test]
+    fn unusable_tree_still_names_the_console_and_psci_conduit() {
+        // The RAM node comes first and is broken, and a subtree nests too deep: the walk must
+        // still reach the UART, the PSCI node and /chosen after both.
+        let mut writer = FdtWriter::new();
+        writer
+            .begin("")
+            .cells("#address-cells", &[2])
+            .cells("#size-cells", &[2]);
+        writer
+            .begin("memory@40000000")
+            .string("device_type", "memory");
+        writer.cells("reg", &[0, 0x4000_0000, 0x1000_0000]).end();
+        for level in 0..=MAX_DEPTH {
+            writer.begin(&std::format!("deep{level}"));
+        }
+        for _ in 0..=MAX_DEPTH {
+            writer.end();
+        }
+        for base in [0x0900_0000u32, 0x0a00_0000] {
+            writer.begin(&std::format!("pl011@{base:x}"));
+            writer
+                .string("compatible", "arm,pl011")
+                .cells("reg", &[0, base, 0, 0x1000]);
+            writer.end();
+        }
+        writer
+            .begin("psci")
+            .string("compatible", "arm,psci-1.0")
+            .string("method", "smc")
+            .end();
+        writer
+            .begin("chosen")
+            .string("stdout-path", "/pl011@a000000")
+            .end();
+        writer.end();
+        let unusable = discover(&writer.finish()).unwrap_err();
+        assert_eq!(
+            unusable.to_string(),
+            "/memory@40000000: reg is 12 bytes (3 cells), not a multiple of 4 cells per entry \
+             (parent / has #address-cells = <2>, #size-cells = <2>)"
+        );
+        assert_eq!(
+            unusable.console,
+            Some(Uart {
+                registers: range(0x0a00_0000, 0x0a00_1000),
+                kind: UartKind::Pl011
+            })
+        );
+        assert_eq!(unusable.psci, Some(PsciConduit::Smc));
+        // Readable: its console and conduit (or their absence) are to be believed.
+        assert!(!unusable.error.is_unreadable());
+        assert!(!DtError::NoMemory.is_unreadable());
+
+        // Without the broken RAM node, the depth is the (first) problem.
+        let mut writer = FdtWriter::new();
+        writer.begin("");
+        for level in 0..=MAX_DEPTH {
+            writer.begin(&std::format!("deep{level}"));
+        }
+        for _ in 0..=MAX_DEPTH {
+            writer.end();
+        }
+        writer.begin("psci").string("compatible", "arm,psci-0.2");
+        writer.string("method", "hvc").end().end();
+        let unusable = discover(&writer.finish()).unwrap_err();
+        assert!(
+            matches!(unusable.error, DtError::TooDeep { .. }),
+            "{unusable:?}"
+        );
+        assert_eq!(unusable.psci, Some(PsciConduit::Hvc));
     }
 
     #[test]

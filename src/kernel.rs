@@ -1,31 +1,46 @@
 //! The boot flow, from the first Rust code to the final power-off.
 //!
 //! ```text
-//! boot/entry.s ──► kernel_init (unsafe, MMU off, no atomics)
-//!                    1. read the DTB at x0: RAM, reserved memory, console, PSCI, mmio-sram node
+//! boot/entry.s ──► kernel_init (unsafe, MMU off, no exclusives)
+//!                    1. read the DTB at x0: RAM, reserved memory, console, PSCI, mmio-sram node;
+//!                       console UART and PSCI conduit recorded at once (plain statics)
 //!                    2. validate the shared region (alignment, overlaps, ring fits)
 //!                    3. build the identity map in the static table pool
-//!                    4. MMU and caches on; console and PSCI conduit recorded
+//!                    4. MMU and caches on; locked console set up
 //!                  ──► kernel_main (safe)
 //!                    5. banner, region line, idle policy (from /chosen/bootargs)
 //!                    6. Region::create, guest state Ready, "ring ready"
 //!                    7. Service::run until Stop (or the peer stops), idling per the policy
 //!                    8. stats, "stopping", PSCI SYSTEM_OFF
 //! ```
-//! Any failure prints `sramlink: error: ...` then `sramlink: stopping`, and powers off. Before
-//! the MMU is on, that goes through a stack-local UART driver: `spin`'s `Once`/`Mutex` use
-//! exclusive accesses, which need Normal memory, and with the MMU off all data is Device.
+//! Any failure (bad input, panic, exception) prints `sramlink: error: ...` then
+//! `sramlink: stopping` on the device tree's console, and powers off with PSCI SYSTEM_OFF
+//! through the device tree's conduit. The console UART and the conduit are recorded in plain
+//! statics as soon as the tree is parsed, even when the tree is unusable for another reason
+//! (no RAM, a bad `reg`, ...): until the MMU is on, `console::emergency` drives that UART
+//! through a stack-local driver (`spin`'s `Once`/`Mutex` use exclusive accesses, which need
+//! Normal memory; with the MMU off all data is Device). Without a console nothing is printed;
+//! without a conduit in the tree the CPU parks (`wfe` loop).
+//!
+//! There is no built-in UART address: a board's (QEMU's 0x0900_0000) is unmapped under Xen. So
+//! when the DTB cannot be read at all (x0 zero or misaligned, bad header, blob not walkable),
+//! nothing can be printed, and the guest tries PSCI SYSTEM_OFF through the one conduit its
+//! entry exception level makes safe to try: `hvc` when entered at EL1 (Xen, KVM, QEMU without
+//! EL2), `smc` when entered at EL2 (EL3 firmware, QEMU with EL2); should that return or be an
+//! undefined instruction (nothing there serves it), it parks. The reasoning is at
+//! `psci::system_off_without_device_tree`.
 
 // `DtError`/`RegionError` carry node paths in fixed-capacity strings (no allocator); they are
 // built at most once per boot.
 #![allow(clippy::result_large_err)]
 
 use core::cell::UnsafeCell;
-use core::fmt::{self, Write};
-use core::ptr::NonNull;
+use core::fmt;
 
 use sramlink::backoff::{Backoff, Pause};
-use sramlink::devicetree::{self, DtError, FDT_HEADER_SIZE, Platform, PsciConduit, Uart, UartKind};
+use sramlink::devicetree::{
+    self, DtError, FDT_HEADER_SIZE, Platform, PsciConduit, Uart, UnusableTree,
+};
 use sramlink::memory_map::{self, ImageLayout, RegionMapping};
 use sramlink::paging::{PageTables, Table};
 use sramlink::range::PhysRange;
@@ -35,16 +50,11 @@ use sramlink_ring::{Direction, Region, Role, SideState, VolatileMemory};
 
 use crate::arch::{cpu, layout, mmu, psci, timer};
 use crate::console;
-use crate::pl011::{Pl011, Writer};
 
 /// Translation tables available: root, L2s and L3s. The bare-QEMU map needs 5 (root; L2s for
 /// the first and second GiB; L3s for the UART page and for the image's sections and guard
 /// pages); the rest is headroom for ragged RAM banks, reserved holes and unaligned regions.
 const TABLE_POOL_TABLES: usize = 32;
-
-/// The UART used only when the device tree cannot be read at all, to say so: QEMU `virt`'s
-/// PL011. Never used when the tree names a console.
-const FALLBACK_UART: u64 = 0x0900_0000;
 
 /// Busy-wait iterations of one spinning idle pass.
 const SPIN_LOOP_ITERATIONS: u32 = 16;
@@ -91,12 +101,12 @@ struct BootInfo {
 /// MMU off (physical addressing). If `address` passes the alignment check it is read as a DTB
 /// header, then `totalsize` bytes: it must be readable memory, as the boot protocol promises
 /// for `x0`.
-unsafe fn read_device_tree(address: u64) -> Result<(PhysRange, Platform), DtError> {
+unsafe fn read_device_tree(address: u64) -> Result<(PhysRange, Platform), UnusableTree> {
     if address == 0 {
-        return Err(DtError::NoDeviceTree);
+        return Err(DtError::NoDeviceTree.into());
     }
     if address % 8 != 0 {
-        return Err(DtError::Misaligned { address });
+        return Err(DtError::Misaligned { address }.into());
     }
     // SAFETY: the boot protocol puts a readable, 8-byte-aligned DTB at `x0`; the header is read
     // volatile because with the MMU off this is Device memory.
@@ -110,40 +120,44 @@ unsafe fn read_device_tree(address: u64) -> Result<(PhysRange, Platform), DtErro
     Ok((range, platform))
 }
 
-fn banner(out: &mut impl Write, entry_el: u64, layout: &ImageLayout, dtb_address: u64) {
-    let _ = writeln!(
-        out,
-        "sramlink: booted at EL{entry_el}, image {}, dtb {dtb_address:#x}",
-        layout.image
-    );
+/// The first console line: `sramlink: booted at EL1, image ..., dtb ...`.
+struct Banner<'a> {
+    entry_el: u64,
+    layout: &'a ImageLayout,
+    dtb_address: u64,
 }
 
-/// A fatal error before the MMU is on: print through a stack-local driver and power off.
-fn early_stop(
-    console: Option<Uart>,
-    psci: Option<PsciConduit>,
-    entry_el: u64,
-    layout: &ImageLayout,
-    dtb_address: u64,
-    error: &dyn fmt::Display,
-) -> ! {
-    let (base, kind) = match console {
-        Some(uart) => (uart.registers.start(), uart.kind),
-        None => (FALLBACK_UART, UartKind::Pl011),
-    };
-    if let Some(base) = NonNull::new(base as *mut u8) {
-        // SAFETY: with the MMU off, `base` is the physical register window of the UART the
-        // device tree names (or QEMU virt's PL011 when there is no readable tree); nothing else
-        // drives it at this point.
-        let uart = unsafe { Pl011::new(base, kind) };
-        uart.init();
-        let mut out = Writer(&uart);
-        banner(&mut out, entry_el, layout, dtb_address);
-        let _ = writeln!(out, "sramlink: error: {error}");
-        let _ = writeln!(out, "sramlink: stopping");
-        uart.flush();
+impl fmt::Display for Banner<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sramlink: booted at EL{}, image {}, dtb {:#x}",
+            self.entry_el, self.layout.image, self.dtb_address
+        )
     }
-    psci::system_off_with(psci)
+}
+
+/// Records the console and PSCI conduit the tree names, for every later stop.
+///
+/// # Safety
+///
+/// MMU off, and `map_guest` maps `console` as Device memory before the MMU goes on (it maps
+/// the console it is given, or fails and the MMU stays off).
+unsafe fn record_console_and_conduit(console: Option<&Uart>, psci: Option<PsciConduit>) {
+    if let Some(uart) = console {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { console::record(uart) };
+    }
+    psci::record(psci);
+}
+
+/// A fatal error before the locked console exists: print on the recorded console (if any)
+/// and power off through the recorded conduit (or park).
+fn early_stop(banner: &Banner<'_>, error: &dyn fmt::Display) -> ! {
+    console::emergency(format_args!(
+        "{banner}\nsramlink: error: {error}\nsramlink: stopping\n"
+    ));
+    psci::system_off()
 }
 
 /// The end of the highest range the map contains.
@@ -175,12 +189,29 @@ fn highest_mapped_end(
 /// the loader's `x0`.
 pub unsafe fn kernel_init(dtb_address: u64, entry_el: u64) -> ! {
     let layout = layout::image();
+    let banner = Banner {
+        entry_el,
+        layout: &layout,
+        dtb_address,
+    };
 
     // SAFETY: MMU off, `dtb_address` is the loader's x0 (this function's contract).
     let (dtb, platform) = match unsafe { read_device_tree(dtb_address) } {
         Ok(found) => found,
-        Err(error) => early_stop(None, None, entry_el, &layout, dtb_address, &error),
+        Err(unusable) if unusable.error.is_unreadable() => {
+            // No console to print on, no conduit from the tree: power off through the conduit
+            // the entry level allows (or park).
+            psci::system_off_without_device_tree(entry_el)
+        }
+        Err(unusable) => {
+            // SAFETY: MMU off, and it never goes on from here: `early_stop` does not return.
+            unsafe { record_console_and_conduit(unusable.console.as_ref(), unusable.psci) };
+            early_stop(&banner, &unusable.error)
+        }
     };
+    // SAFETY: MMU off; `map_guest` below maps `platform.console` as Device memory, or fails
+    // and the MMU stays off.
+    unsafe { record_console_and_conduit(platform.console.as_ref(), platform.psci) };
     let usable = platform.usable_memory();
     let region = platform
         .region
@@ -202,16 +233,7 @@ pub unsafe fn kernel_init(dtb_address: u64, entry_el: u64) -> ! {
 
     // SAFETY: `kernel_init` runs once, so this is the only reference ever made to the pool.
     let pool = unsafe { &mut *TABLE_POOL.0.get() };
-    let stop = |error: &dyn fmt::Display| -> ! {
-        early_stop(
-            platform.console,
-            platform.psci,
-            entry_el,
-            &layout,
-            dtb_address,
-            error,
-        )
-    };
+    let stop = |error: &dyn fmt::Display| -> ! { early_stop(&banner, error) };
     let tables = PageTables::new(pool).and_then(|mut tables| {
         memory_map::map_guest(
             &mut tables,
@@ -238,11 +260,8 @@ pub unsafe fn kernel_init(dtb_address: u64, entry_el: u64) -> ! {
     }
     let tables_used = tables.tables_used();
 
-    if let Some(uart) = platform.console.as_ref() {
-        // SAFETY: `map_guest` mapped the UART's registers as Device memory, for good.
-        unsafe { console::init(uart) };
-    }
-    psci::init(platform.psci);
+    // SAFETY: the MMU is on.
+    unsafe { console::init() };
     timer::enable_event_stream();
 
     kernel_main(BootInfo {
@@ -270,8 +289,14 @@ fn fatal(error: &dyn fmt::Display) -> ! {
 
 /// The kernel proper: MMU on, console up.
 fn kernel_main(boot: BootInfo) -> ! {
-    let mut out = ConsoleOut;
-    banner(&mut out, boot.entry_el, &boot.layout, boot.dtb_address);
+    println!(
+        "{}",
+        Banner {
+            entry_el: boot.entry_el,
+            layout: &boot.layout,
+            dtb_address: boot.dtb_address,
+        }
+    );
     if boot.entry_el == 2 {
         println!("sramlink: entered at EL2, running at EL1");
     }
@@ -356,14 +381,4 @@ fn kernel_main(boot: BootInfo) -> ! {
         timer::ticks_to_ms(timer::counter().wrapping_sub(started))
     );
     stop()
-}
-
-/// `fmt::Write` onto the console, for code shared with the early (lock-free) path.
-struct ConsoleOut;
-
-impl Write for ConsoleOut {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        console::print(format_args!("{text}"));
-        Ok(())
-    }
 }

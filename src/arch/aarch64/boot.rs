@@ -9,9 +9,11 @@ use core::arch::global_asm;
 /// Image header `text_offset`: QEMU and Xen both load the image at RAM base + this
 /// (0x4000_0000 + 0x20_0000 = 0x4020_0000, where `linker.ld` links it).
 const TEXT_OFFSET: u64 = 0x20_0000;
-/// Image header flags: bit 0 = 0 little-endian, bits 1-2 = 0b01 4 KiB pages, bit 3 = 1 the
-/// 2 MiB-aligned base may be anywhere in physical memory.
-const IMAGE_FLAGS: u64 = 0b1010;
+/// Image header flags: bit 0 = 0 little-endian, bits 1-2 = 0b01 4 KiB pages, bit 3 = 0 the
+/// 2 MiB-aligned base goes as close as possible to the start of DRAM. Bit 3 = 1 ("anywhere in
+/// physical memory") would be a lie: the image is linked at one address (RAM base +
+/// `text_offset`) and parks if loaded elsewhere.
+const IMAGE_FLAGS: u64 = 0b0010;
 /// MPIDR_EL1 affinity fields Aff3 (39:32), Aff2, Aff1, Aff0 (23:0).
 const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
 /// The CPU that runs the kernel: affinity 0.0.0.0, the one QEMU and Xen start.

@@ -39,8 +39,10 @@ fn exception_class(class: u64) -> &'static str {
 }
 
 /// Called by `boot/vectors.s` on the exception stack (SP_EL1) for every exception taken from
-/// normal execution. Before the console exists (MMU still off) the report cannot be printed,
-/// and before the PSCI conduit is recorded the CPU parks instead of powering off.
+/// normal execution. With the MMU still off the report goes to the UART recorded from the
+/// device tree (see `console::emergency`); before the tree is parsed, or without a console in
+/// it, nothing is printed. Likewise the power-off uses the recorded PSCI conduit, and parks
+/// without one.
 #[unsafe(no_mangle)]
 extern "C" fn sramlink_exception(kind: u64) -> ! {
     let esr = ESR_EL1.get();
