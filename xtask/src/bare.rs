@@ -385,6 +385,104 @@ fn run_peer(
     Ok(report)
 }
 
+/// Builds the clean-room C peer (`c-peer/`, written from `docs/ABI.md` alone) with the host's C
+/// compiler, warnings as errors.
+fn build_c_peer() -> Result<PathBuf> {
+    let source = paths::workspace_root()
+        .join("c-peer")
+        .join("sramlink_peer.c");
+    let dir = paths::out_dir().join("c-peer");
+    std::fs::create_dir_all(&dir)?;
+    let binary = dir.join("sramlink_peer");
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let output = Command::new(&compiler)
+        .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .with_context(|| format!("running the C compiler {compiler:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{compiler} could not build {}:\n{}",
+            source.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(binary)
+}
+
+/// The ABI document's proof: the C peer written from `docs/ABI.md` alone makes round trips with
+/// the real guest, and both sides' counts agree.
+fn run_c_peer(image: &Path, count: u64) -> Result<()> {
+    let c_peer = build_c_peer()?;
+    let layout = Layout::load()?;
+    let case = Case {
+        name: "bare-c-peer",
+        sram_node: layout.good_sram_node(),
+        entry: EntryLevel::El1,
+        expected_error: None,
+        garbage: false,
+        guest_idle: GuestIdle::Wfe,
+    };
+    let ram = RamFile::create(case.name, layout)?;
+    let mut qemu = boot(&case, layout, image, &ram)?;
+    qemu.set_fatal_patterns(&["sramlink: error:"]);
+    qemu.expect("guest ring ready", "sramlink: ring ready", BOOT_TIMEOUT)?;
+    let mut command = Command::new(&c_peer);
+    command
+        .arg(&ram.0)
+        .arg(format!("{:#x}", layout.file_offset()))
+        .arg(format!("{:#x}", layout.region.size))
+        .arg(count.to_string());
+    println!("xtask: running {command:?}");
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the C peer")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    if !output.status.success() {
+        bail!("the C peer exited with {}", output.status);
+    }
+    let field = |key: &str| -> Result<u64> {
+        stdout
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|value| value.parse().ok())
+            .with_context(|| format!("the C peer's line has no {key}=N: {stdout}"))
+    };
+    let (sent, received) = (field("sent")?, field("received")?);
+    let stats_line = qemu.expect("guest statistics", report::GUEST_STATS_MARKER, BOOT_TIMEOUT)?;
+    qemu.expect("guest stop", "sramlink: stopping", BOOT_TIMEOUT)?;
+    let status = qemu.wait_exit("guest power-off", BOOT_TIMEOUT)?;
+    crate::qemu::check_clean_exit(status, case.name)?;
+    let stats = report::parse_guest_stats(&stats_line)
+        .with_context(|| format!("unreadable guest statistics: {stats_line}"))?;
+    let guest = |key: &str| {
+        stats
+            .get(key)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(u64::MAX)
+    };
+    if sent != count || received != count {
+        bail!("the C peer was asked for {count} round trips but sent {sent}, received {received}");
+    }
+    if guest("received") != sent + 1 || guest("sent") != received {
+        bail!(
+            "the guest's counts do not match the C peer's ({sent} sent + Stop, {received} received): {stats_line}"
+        );
+    }
+    if guest("lost") + guest("corrupted") + guest("protocol_errors") != 0 {
+        bail!("the guest reported errors with the C peer: {stats_line}");
+    }
+    println!(
+        "ok: {}: {count} round trips, guest agrees: {}",
+        case.name,
+        stats_line.trim()
+    );
+    Ok(())
+}
+
 /// A bad-input run: the guest must print its error line and stop cleanly.
 fn run_negative(case: &Case, layout: Layout, image: &Path) -> Result<()> {
     let ram = RamFile::create(case.name, layout)?;
@@ -442,6 +540,10 @@ pub fn system_tests<'a>(image: &'a Path, peer: &'a Path) -> Result<Vec<SystemTes
         "bare-good".to_string(),
         Box::new(move || run_good(image, peer, &options, "bare-qemu-test").map(|_| ())),
     )];
+    tests.push((
+        "bare-c-peer-from-abi-doc".to_string(),
+        Box::new(move || run_c_peer(image, 20_000)),
+    ));
     for case in negative_cases(layout) {
         tests.push((
             case.name.to_string(),
