@@ -3,7 +3,9 @@
 //! The guest reads everything it needs from the flattened device tree (DTB) passed in `x0`, once,
 //! with the MMU still off, and copies it into a [`Platform`] that owns no reference into the DTB.
 //!
-//! The `fdt` crate walks the structure block; cell interpretation is done here. Every `reg` is
+//! The `fdt` crate walks the structure block, once [`crate::dtb`] has checked that it can do so
+//! without panicking (header fields, block bounds, tokens, names; see [`check_dtb`]); cell
+//! interpretation is done here. Every `reg` is
 //! decoded with the `#address-cells`/`#size-cells` of the node's *parent*, tracked explicitly
 //! while recursing (defaults `<2>`/`<1>` when the parent has none, as the Devicetree
 //! Specification says), and its length is checked against them: the Xen wiki's domU snippet
@@ -35,6 +37,7 @@ use heapless::{String, Vec};
 
 use crate::backoff::IdlePolicy;
 use crate::bootargs::{self, BootArgsError};
+use crate::dtb::{self, Header, LayoutError};
 use crate::range::PhysRange;
 
 /// Most RAM banks kept (further banks are an error, not silently dropped).
@@ -54,10 +57,7 @@ pub const PATH_CAPACITY: usize = 128;
 /// A node's full path, e.g. `/passthrough/sram@7f000000`.
 pub type NodePath = String<PATH_CAPACITY>;
 
-/// Magic number at offset 0 of every DTB (big-endian).
-pub const FDT_MAGIC: u32 = 0xd00d_feed;
-/// Size of the DTB header the guest checks before trusting `totalsize`.
-pub const FDT_HEADER_SIZE: usize = 40;
+pub use crate::dtb::{FDT_HEADER_SIZE, FDT_MAGIC};
 /// Largest DTB `totalsize` accepted: a sanity bound. The arm64 boot protocol asks for at most
 /// 2 MiB, but QEMU pads the blob it passes (`totalsize` 0x204e20 was seen for a `-dtb` file).
 pub const MAX_DTB_SIZE: usize = 16 * 1024 * 1024;
@@ -205,7 +205,9 @@ pub enum DtError {
         /// `totalsize`.
         total_size: usize,
     },
-    /// The `fdt` crate rejected the blob.
+    /// The header's fields, or the blocks they describe, cannot be trusted (see [`crate::dtb`]).
+    Layout(LayoutError),
+    /// The `fdt` crate rejected the blob (not expected once [`check_dtb`] passed).
     Malformed(fdt::FdtError),
     /// No enabled `device_type = "memory"` node with a usable `reg`.
     NoMemory,
@@ -247,8 +249,9 @@ pub enum DtError {
 }
 
 impl DtError {
-    /// The blob could not be read or walked at all (no tree at `x0`, bad header, structure the
-    /// parser rejects): nothing in it, not even a console or a PSCI conduit, is known.
+    /// The blob could not be read or walked at all (no tree at `x0`, bad header, a block layout
+    /// or structure block [`crate::dtb`] rejects): nothing in it, not even a console or a PSCI
+    /// conduit, is known.
     pub fn is_unreadable(&self) -> bool {
         matches!(
             self,
@@ -256,6 +259,7 @@ impl DtError {
                 | DtError::Misaligned { .. }
                 | DtError::BadMagic { .. }
                 | DtError::BadSize { .. }
+                | DtError::Layout(_)
                 | DtError::Malformed(_)
         )
     }
@@ -299,6 +303,7 @@ impl fmt::Display for DtError {
                 "device tree at {address:#x} has totalsize {total_size:#x} \
                  (must be {FDT_HEADER_SIZE:#x}..={MAX_DTB_SIZE:#x})"
             ),
+            DtError::Layout(error) => error.fmt(f),
             DtError::Malformed(error) => write!(f, "malformed device tree: {error}"),
             DtError::NoMemory => {
                 write!(
@@ -392,31 +397,50 @@ impl fmt::Display for DtError {
 }
 
 /// Checks the header at the start of a DTB found at `address` and returns its `totalsize`, the
-/// number of bytes that may then be read.
+/// number of bytes that may then be read: the magic, a plausible `totalsize`, and everything
+/// else the header alone shows ([`Header::check`]: version, every block after the header and
+/// inside `totalsize`, aligned, disjoint).
 pub fn dtb_total_size(address: u64, header: &[u8; FDT_HEADER_SIZE]) -> Result<usize, DtError> {
-    let word = |offset: usize| {
-        u32::from_be_bytes([
-            header[offset],
-            header[offset + 1],
-            header[offset + 2],
-            header[offset + 3],
-        ])
-    };
-    let magic = word(0);
-    if magic != FDT_MAGIC {
+    let header = Header::parse(header);
+    if header.magic != FDT_MAGIC {
         return Err(DtError::BadMagic {
             address,
-            found: magic,
+            found: header.magic,
         });
     }
-    let total_size = word(4) as usize;
+    let total_size = header.total_size as usize;
     if !(FDT_HEADER_SIZE..=MAX_DTB_SIZE).contains(&total_size) {
         return Err(DtError::BadSize {
             address,
             total_size,
         });
     }
+    header.check().map_err(DtError::Layout)?;
     Ok(total_size)
+}
+
+/// Checks a whole DTB before anything walks it: its header as [`dtb_total_size`] does (the
+/// slice's address standing for the DTB's), that it holds `totalsize` bytes, and its memory
+/// reservation map and structure block ([`dtb::check_blocks`]). Returns the blob cut to
+/// `totalsize`, on which the `fdt` crate's walkers cannot panic.
+pub fn check_dtb(blob: &[u8]) -> Result<&[u8], DtError> {
+    let header = blob
+        .first_chunk::<FDT_HEADER_SIZE>()
+        .ok_or(DtError::Layout(LayoutError::Truncated {
+            length: blob.len(),
+            needed: FDT_HEADER_SIZE,
+            what: "header",
+        }))?;
+    let total_size = dtb_total_size(blob.as_ptr() as u64, header)?;
+    let blob = blob
+        .get(..total_size)
+        .ok_or(DtError::Layout(LayoutError::Truncated {
+            length: blob.len(),
+            needed: total_size,
+            what: "totalsize",
+        }))?;
+    dtb::check_blocks(blob, &Header::parse(header)).map_err(DtError::Layout)?;
+    Ok(blob)
 }
 
 /// Everything the guest takes from the device tree.
@@ -636,7 +660,7 @@ struct UartCandidate {
 }
 
 /// Accumulates what the walk finds.
-struct Discovery<'a> {
+struct Discovery<'b, 'a> {
     memory: Vec<PhysRange, MAX_MEMORY_BANKS>,
     reserved: Vec<PhysRange, MAX_RESERVED_RANGES>,
     uarts: Vec<UartCandidate, MAX_UARTS>,
@@ -644,6 +668,9 @@ struct Discovery<'a> {
     regions: Vec<RegionCandidate, MAX_REGION_CANDIDATES>,
     region_count: usize,
     stdout_path: Option<&'a str>,
+    /// `/aliases`, found by the walk (not `Fdt::find_node`, whose search stops early at an
+    /// `FDT_NOP` between the root's children).
+    aliases: Option<FdtNode<'b, 'a>>,
     chosen_region: Option<&'a str>,
     bootargs: Option<&'a [u8]>,
     /// The first problem that makes the tree unusable, if any.
@@ -662,10 +689,10 @@ fn child_path(parent: &str, name: &str) -> NodePath {
     path
 }
 
-impl<'a> Discovery<'a> {
+impl<'b, 'a> Discovery<'b, 'a> {
     fn visit(
         &mut self,
-        node: FdtNode<'_, 'a>,
+        node: FdtNode<'b, 'a>,
         path: &str,
         parent_cells: Cells,
         bus: Option<&Bus<'_, 'a>>,
@@ -684,6 +711,9 @@ impl<'a> Discovery<'a> {
         }
         let path_owned = truncated_path(path);
 
+        if path == "/aliases" {
+            self.aliases = Some(node);
+        }
         if path == "/chosen" {
             for property in node.properties() {
                 match property.name {
@@ -819,13 +849,13 @@ impl<'a> Discovery<'a> {
         Ok(())
     }
 
-    fn console(&self, fdt: &Fdt<'a>) -> Option<Uart> {
+    fn console(&self) -> Option<Uart> {
         let by_stdout = self.stdout_path.and_then(|stdout| {
             let target = stdout.split(':').next().unwrap_or(stdout);
             let target = if target.starts_with('/') {
                 target
             } else {
-                fdt.find_node("/aliases")?.property(target)?.as_str()?
+                self.aliases?.property(target)?.as_str()?
             };
             self.uarts
                 .iter()
@@ -930,12 +960,14 @@ impl fmt::Display for UnusableTree {
     }
 }
 
-/// Interprets a DTB (already length-checked with [`dtb_total_size`]).
+/// Interprets a DTB: any blob, checked first with [`check_dtb`] (the kernel passes the
+/// `totalsize` bytes [`dtb_total_size`] accepted).
 ///
-/// A tree that cannot be used (no RAM, a RAM or reserved-memory `reg` that cannot be decoded,
+/// A blob that fails the check gives an unreadable error (no console, no conduit). A tree that cannot be used (no RAM, a RAM or reserved-memory `reg` that cannot be decoded,
 /// too many banks, too deep) is still walked to the end: the error carries the console and PSCI
 /// conduit, so that the guest can say what is wrong and power off.
 pub fn discover(dtb: &[u8]) -> Result<Platform, UnusableTree> {
+    let dtb = check_dtb(dtb)?;
     let fdt = Fdt::new(dtb).map_err(DtError::Malformed)?;
     let root = fdt
         .find_node("/")
@@ -948,6 +980,7 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, UnusableTree> {
         regions: Vec::new(),
         region_count: 0,
         stdout_path: None,
+        aliases: None,
         chosen_region: None,
         bootargs: None,
         problem: None,
@@ -961,12 +994,12 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, UnusableTree> {
     if let Some(error) = problem {
         return Err(UnusableTree {
             error,
-            console: discovery.console(&fdt),
+            console: discovery.console(),
             psci: discovery.psci,
         });
     }
     Ok(Platform {
-        console: discovery.console(&fdt),
+        console: discovery.console(),
         region: discovery.region(),
         idle: bootargs::idle_policy(discovery.bootargs),
         memory: discovery.memory,
@@ -1387,9 +1420,13 @@ mod tests {
         // Shorter than its header's totalsize: nothing of it is walked.
         let blob = guest_tree(|_| {});
         let unusable = discover(&blob[..blob.len() - 4]).unwrap_err();
-        assert!(
-            matches!(unusable.error, DtError::Malformed(_)),
-            "{unusable:?}"
+        assert_eq!(
+            unusable.to_string(),
+            std::format!(
+                "dtb: blob is {:#x} bytes, shorter than its totalsize ({:#x} bytes)",
+                blob.len() - 4,
+                blob.len()
+            )
         );
         assert!(unusable.error.is_unreadable());
         assert_eq!((unusable.console, unusable.psci), (None, None));
@@ -1471,6 +1508,80 @@ mod tests {
     }
 
     #[test]
+    fn malformed_layouts_are_unreadable_errors_from_the_header_on() {
+        let fixture = std::fs::read(fixture("qemu-virt-sram.dtb")).unwrap();
+        // off_dt_strings 0x1c2c moved so that its 0x1db bytes end past totalsize 0x1e07.
+        let mut blob = fixture.clone();
+        blob[12..16].copy_from_slice(&0x1c40u32.to_be_bytes());
+        let expected = "dtb: off_dt_strings 0x1c40 + size 0x1db exceeds totalsize 0x1e07";
+        // The kernel's first check, on the header alone...
+        let error = dtb_total_size(0x4800_0000, &header(&blob)).unwrap_err();
+        assert_eq!(error.to_string(), expected);
+        assert!(error.is_unreadable());
+        // ...and the same from `discover`, which checks any blob it is given.
+        let unusable = discover(&blob).unwrap_err();
+        assert_eq!(unusable.to_string(), expected);
+        assert_eq!((unusable.console, unusable.psci), (None, None));
+
+        // A structure block the parser would panic on: a property length past its end.
+        let mut blob = fixture;
+        let first_property = 0x38 + 8;
+        blob[first_property + 4..first_property + 8].copy_from_slice(&0x10_0000u32.to_be_bytes());
+        let unusable = discover(&blob).unwrap_err();
+        assert_eq!(
+            unusable.to_string(),
+            "dtb: structure block offset 0x4c (in /): property value of 0x100000 bytes runs past \
+             the block's end"
+        );
+        assert!(unusable.error.is_unreadable());
+        assert!(discover(&[]).unwrap_err().error.is_unreadable());
+    }
+
+    #[test]
+    fn nop_nodes_among_the_roots_children_hide_nothing() {
+        // What libfdt's fdt_nop_node leaves of removed top-level nodes, before /aliases.
+        let mut writer = FdtWriter::new();
+        writer
+            .begin("")
+            .cells("#address-cells", &[1])
+            .cells("#size-cells", &[1]);
+        writer.nop().nop();
+        writer.begin("memory").string("device_type", "memory");
+        writer.cells("reg", &[0x4000_0000, 0x1000_0000]).end().nop();
+        writer
+            .begin("aliases")
+            .string("serial1", "/serial@2000")
+            .end();
+        writer
+            .begin("chosen")
+            .string("stdout-path", "serial1")
+            .end();
+        for base in [0x1000u32, 0x2000] {
+            writer.begin(&std::format!("serial@{base:x}"));
+            writer
+                .string("compatible", "arm,pl011")
+                .cells("reg", &[base, 0x1000]);
+            writer.end();
+        }
+        writer.end();
+        let blob = writer.finish();
+        // `Fdt::find_node` stops at the first NOP among the root's children...
+        assert!(
+            fdt::Fdt::new(&blob)
+                .unwrap()
+                .find_node("/aliases")
+                .is_none()
+        );
+        // ...the walk does not: the alias names the console.
+        let platform = discover(&blob).unwrap();
+        assert_eq!(
+            platform.memory.as_slice(),
+            &[range(0x4000_0000, 0x5000_0000)]
+        );
+        assert_eq!(platform.console.unwrap().registers, range(0x2000, 0x3000));
+    }
+
+    #[test]
     fn loose_path_matching_ignores_only_omitted_unit_addresses() {
         assert!(path_matches_loosely("/soc/serial@2000", "/soc/serial"));
         assert!(path_matches_loosely(
@@ -1482,5 +1593,163 @@ mod tests {
             "/soc/serial@1000"
         ));
         assert!(!path_matches_loosely("/soc/serial@2000", "/soc"));
+    }
+}
+
+/// Random damage to a real DTB: whatever it does, interpreting the blob returns, never panics.
+#[cfg(test)]
+mod fuzz {
+    use std::format;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::string::String;
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+    use proptest::test_runner::FileFailurePersistence;
+    use std::boxed::Box;
+
+    use super::*;
+    use crate::fdt_writer::fixture;
+
+    /// One change to the blob. Positions are fractions of the blob (or block) length, so that
+    /// they stay meaningful as the blob shrinks.
+    #[derive(Clone, Debug)]
+    enum Mutation {
+        /// XOR one byte anywhere.
+        FlipByte { at: f64, mask: u8 },
+        /// Set one of the ten header words.
+        HeaderWord { index: usize, value: u32 },
+        /// Set one aligned word of the structure block (tokens, lengths, name offsets).
+        StructWord { at: f64, value: u32 },
+        /// Nest empty-named nodes `count` deep from an aligned structure-block offset.
+        Nest { at: f64, count: usize },
+        /// Cut the blob short.
+        Truncate { keep: f64 },
+    }
+
+    /// Header and struct-block values: small ones, tokens, offsets and sizes around the
+    /// blob's, and anything.
+    fn word() -> impl Strategy<Value = u32> {
+        prop_oneof![
+            0u32..16,
+            0u32..0x2400,
+            Just(FDT_MAGIC),
+            (0u32..64).prop_map(|delta| 0x1e07u32.wrapping_add(delta).wrapping_sub(32)),
+            Just(u32::MAX),
+            (0u32..8).prop_map(|shift| u32::MAX << shift),
+            any::<u32>(),
+        ]
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            3 => (0.0..1.0, 1u8..=255).prop_map(|(at, mask)| Mutation::FlipByte { at, mask }),
+            3 => (0usize..10, word()).prop_map(|(index, value)| Mutation::HeaderWord { index, value }),
+            3 => (0.0..1.0, word()).prop_map(|(at, value)| Mutation::StructWord { at, value }),
+            1 => (0.0..1.0, 1usize..2000).prop_map(|(at, count)| Mutation::Nest { at, count }),
+            1 => (0.0..1.0).prop_map(|keep| Mutation::Truncate { keep }),
+        ]
+    }
+
+    fn read_word(blob: &[u8], offset: usize) -> Option<usize> {
+        Some(u32::from_be_bytes(blob.get(offset..offset + 4)?.try_into().ok()?) as usize)
+    }
+
+    /// An aligned offset `at` of the way into the structure block, as the header now says.
+    fn struct_offset(blob: &[u8], at: f64) -> Option<usize> {
+        let start = read_word(blob, 8)?;
+        let size = read_word(blob, 36)?;
+        let offset = start.checked_add((size as f64 * at) as usize)? & !3;
+        (offset + 4 <= blob.len()).then_some(offset)
+    }
+
+    fn apply(blob: &mut Vec<u8>, mutation: &Mutation) {
+        match *mutation {
+            Mutation::FlipByte { at, mask } => {
+                if !blob.is_empty() {
+                    let index = (blob.len() as f64 * at) as usize;
+                    blob[index] ^= mask;
+                }
+            }
+            Mutation::HeaderWord { index, value } => {
+                if let Some(field) = blob.get_mut(index * 4..index * 4 + 4) {
+                    field.copy_from_slice(&value.to_be_bytes());
+                }
+            }
+            Mutation::StructWord { at, value } => {
+                if let Some(offset) = struct_offset(blob, at) {
+                    blob[offset..offset + 4].copy_from_slice(&value.to_be_bytes());
+                }
+            }
+            Mutation::Nest { at, count } => {
+                if let Some(mut offset) = struct_offset(blob, at) {
+                    for _ in 0..count {
+                        if offset + 8 > blob.len() {
+                            break;
+                        }
+                        // FDT_BEGIN_NODE, then an empty name padded to a word.
+                        blob[offset..offset + 8].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+                        offset += 8;
+                    }
+                }
+            }
+            Mutation::Truncate { keep } => blob.truncate((blob.len() as f64 * keep) as usize),
+        }
+    }
+
+    /// What the kernel does with a blob: check the header, then interpret the blob.
+    fn interpret(blob: &[u8]) -> Result<(), String> {
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            if let Some(header) = blob.first_chunk::<FDT_HEADER_SIZE>() {
+                // Only a header the kernel accepts leads it on to `discover`, but `discover`
+                // must cope with any blob, so it is called regardless.
+                let _ = dtb_total_size(0x4800_0000, header).map(|_| ());
+            }
+            match discover(blob) {
+                Ok(platform) => format!("ok: {} RAM banks", platform.memory.len()),
+                Err(unusable) => format!("error: {unusable}"),
+            }
+        }));
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|message| String::from(*message))
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(format!(
+                    "panicked ({message}) on a {}-byte blob, header {:02x?}",
+                    blob.len(),
+                    &blob[..blob.len().min(FDT_HEADER_SIZE)]
+                ))
+            }
+        }
+    }
+
+    proptest! {
+        // Seeds of past failures (fdt panics found before the blob was checked) are replayed
+        // first.
+        #![proptest_config(ProptestConfig {
+            cases: 3000,
+            failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/testdata/dtb-fuzz.proptest-regressions"
+            )))),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn damaged_blobs_give_errors_not_panics(
+            mutations in proptest::collection::vec(mutation(), 1..5)
+        ) {
+            let mut blob = std::fs::read(fixture("qemu-virt-sram.dtb")).unwrap();
+            for mutation in &mutations {
+                apply(&mut blob, mutation);
+            }
+            if let Err(panic) = interpret(&blob) {
+                prop_assert!(false, "{panic}\nblob: {blob:02x?}");
+            }
+        }
     }
 }

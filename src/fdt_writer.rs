@@ -6,6 +6,7 @@ use std::vec::Vec;
 const FDT_BEGIN_NODE: u32 = 1;
 const FDT_END_NODE: u32 = 2;
 const FDT_PROP: u32 = 3;
+const FDT_NOP: u32 = 4;
 const FDT_END: u32 = 9;
 
 /// Builds a DTB node by node: `begin`, properties, children, `end`, then `finish`.
@@ -45,6 +46,12 @@ impl FdtWriter {
     pub fn end(&mut self) -> &mut Self {
         self.word(FDT_END_NODE);
         self.depth -= 1;
+        self
+    }
+
+    /// An `FDT_NOP` token (what libfdt's `fdt_nop_node`/`fdt_nop_property` leave behind).
+    pub fn nop(&mut self) -> &mut Self {
+        self.word(FDT_NOP);
         self
     }
 

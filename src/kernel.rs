@@ -23,8 +23,10 @@
 //! without a conduit in the tree the CPU parks (`wfe` loop).
 //!
 //! There is no built-in UART address: a board's (QEMU's 0x0900_0000) is unmapped under Xen. So
-//! when the DTB cannot be read at all (x0 zero or misaligned, bad header, blob not walkable),
-//! nothing can be printed, and the guest tries PSCI SYSTEM_OFF through the one conduit its
+//! when the DTB cannot be read at all (x0 zero or misaligned, a bad magic or `totalsize`, any
+//! header field or block `sramlink::dtb` rejects: blocks outside the blob, misaligned or
+//! overlapping, a structure block the parser could not walk without panicking), nothing can be
+//! printed, and the guest tries PSCI SYSTEM_OFF through the one conduit its
 //! entry exception level makes safe to try: `hvc` when entered at EL1 (Xen, KVM, QEMU without
 //! EL2), `smc` when entered at EL2 (EL3 firmware, QEMU with EL2); should that return or be an
 //! undefined instruction (nothing there serves it), it parks. The reasoning is at
@@ -111,10 +113,13 @@ unsafe fn read_device_tree(address: u64) -> Result<(PhysRange, Platform), Unusab
     // SAFETY: the boot protocol puts a readable, 8-byte-aligned DTB at `x0`; the header is read
     // volatile because with the MMU off this is Device memory.
     let header = unsafe { core::ptr::read_volatile(address as *const [u8; FDT_HEADER_SIZE]) };
+    // The whole header: magic, `totalsize` within `MAX_DTB_SIZE`, version, every block inside.
     let size = devicetree::dtb_total_size(address, &header)?;
-    // SAFETY: the header's `totalsize`, checked against the protocol's 2 MiB limit, says how
-    // many bytes the loader placed there; nothing writes them while the kernel runs.
+    // SAFETY: the header's `totalsize`, checked against `MAX_DTB_SIZE`, says how many bytes the
+    // loader placed there; nothing writes them while the kernel runs.
     let blob = unsafe { core::slice::from_raw_parts(address as *const u8, size) };
+    // Checks the blocks (reservation map, structure tokens) before the `fdt` crate walks them:
+    // a malformed blob is an unreadable `DtError::Layout`, never a panic in the parser.
     let platform = devicetree::discover(blob)?;
     let range = PhysRange::from_base_size(address, size as u64).unwrap_or(PhysRange::EMPTY);
     Ok((range, platform))

@@ -4,6 +4,7 @@
 //! is plain computation lives here so `cargo test -p sramlink` checks it on the host:
 //!
 //! - [`devicetree`]: what the DTB says (RAM, reserved memory, console, PSCI, shared region);
+//! - [`dtb`]: whether a DTB's header and blocks can be walked at all, precisely why not;
 //! - [`shared_region`]: whether the region can be used, with a precise reason when not;
 //! - [`paging`]: the translation-table builder and walker;
 //! - [`memory_map`]: which ranges the guest maps and how;
@@ -15,6 +16,7 @@
 pub mod backoff;
 pub mod bootargs;
 pub mod devicetree;
+pub mod dtb;
 pub mod memory_map;
 pub mod paging;
 pub mod range;
