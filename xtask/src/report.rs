@@ -104,6 +104,32 @@ fn check_run(run: &Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
+/// Adds `{p50,p99,mean}_ratio_{name}` (round trips of `slow` over `fast`) to `into`; returns
+/// them as text for the summary line.
+fn rtt_ratios(
+    slow: &Map<String, Value>,
+    fast: &Map<String, Value>,
+    name: &str,
+    into: &mut Map<String, Value>,
+) -> String {
+    let rtt = |report: &Map<String, Value>, key: &str| {
+        report
+            .get("rtt")
+            .and_then(|rtt| rtt.get(key))
+            .and_then(Value::as_f64)
+    };
+    let mut text = String::new();
+    for key in ["p50", "p99", "mean"] {
+        if let (Some(a), Some(b)) = (rtt(slow, key), rtt(fast, key)) {
+            if b > 0.0 {
+                into.insert(format!("{key}_ratio_{name}"), json!(a / b));
+                text += &format!(" {key} {:.2}", a / b);
+            }
+        }
+    }
+    text
+}
+
 /// The main run and the earlier ping run with the other idle policy of the peer
 /// (spin-then-sleep versus busy-poll), side by side with their round-trip ratios.
 fn idle_comparison(runs: &[Map<String, Value>]) -> Option<Value> {
@@ -111,12 +137,6 @@ fn idle_comparison(runs: &[Map<String, Value>]) -> Option<Value> {
     let other = runs.iter().find(|run| {
         text(run, "mode") == "ping" && text(run, "idle_policy") != text(main, "idle_policy")
     })?;
-    let rtt = |report: &Map<String, Value>, key: &str| {
-        report
-            .get("rtt")
-            .and_then(|rtt| rtt.get(key))
-            .and_then(Value::as_f64)
-    };
     let mut comparison = Map::new();
     for run in [other, main] {
         comparison.insert(text(run, "idle_policy").to_string(), run_summary(run));
@@ -126,13 +146,7 @@ fn idle_comparison(runs: &[Map<String, Value>]) -> Option<Value> {
     } else {
         (main, other)
     };
-    for key in ["p50", "p99", "mean"] {
-        if let (Some(a), Some(b)) = (rtt(sleep, key), rtt(busy, key)) {
-            if b > 0.0 {
-                comparison.insert(format!("{key}_ratio_sleep_over_busy_poll"), json!(a / b));
-            }
-        }
-    }
+    rtt_ratios(sleep, busy, "sleep_over_busy_poll", &mut comparison);
     Some(Value::Object(comparison))
 }
 
@@ -270,12 +284,6 @@ pub fn add_guest_idle_comparison(main: &Path, other: &Path) -> Result<()> {
             .unwrap_or("unknown")
             .to_string()
     };
-    let rtt = |report: &Map<String, Value>, key: &str| {
-        report
-            .get("rtt")
-            .and_then(|rtt| rtt.get(key))
-            .and_then(Value::as_f64)
-    };
     let mut comparison = Map::new();
     for report in [&main_report, &other_report] {
         comparison.insert(
@@ -288,15 +296,8 @@ pub fn add_guest_idle_comparison(main: &Path, other: &Path) -> Result<()> {
     } else {
         (&other_report, &main_report)
     };
-    let mut line = String::from("guest idle policy, round-trip ratio wfe / busy-poll (two boots):");
-    for key in ["p50", "p99", "mean"] {
-        if let (Some(a), Some(b)) = (rtt(wfe, key), rtt(busy, key)) {
-            if b > 0.0 {
-                comparison.insert(format!("{key}_ratio_wfe_over_busy_poll"), json!(a / b));
-                line += &format!(" {key} {:.2}", a / b);
-            }
-        }
-    }
+    let ratios = rtt_ratios(wfe, busy, "wfe_over_busy_poll", &mut comparison);
+    let line = format!("guest idle policy, round-trip ratio wfe / busy-poll (two boots):{ratios}");
     comparison.insert("other_report".into(), json!(other.display().to_string()));
     main_report.insert("guest_idle_comparison".into(), Value::Object(comparison));
     std::fs::write(main, serde_json::to_string_pretty(&main_report)? + "\n")?;
@@ -332,5 +333,48 @@ mod tests {
         assert_eq!(stats["received"], json!(10));
         assert_eq!(stats["sent"], json!(9));
         assert!(parse_guest_stats("sramlink: stats: received=x").is_none());
+    }
+
+    fn run(json: Value) -> Map<String, Value> {
+        json.as_object().expect("object").clone()
+    }
+
+    #[test]
+    fn a_run_must_reach_its_count_cleanly() {
+        let ping =
+            json!({"mode": "ping", "count": 10, "messages_sent": 10, "messages_received": 10});
+        assert!(check_run(&run(ping.clone())).is_ok());
+        let mut short = ping.clone();
+        short["messages_received"] = json!(9);
+        assert!(check_run(&run(short)).is_err());
+        let mut lossy = ping;
+        lossy["lost"] = json!(1);
+        let error = check_run(&run(lossy)).expect_err("lost");
+        assert!(format!("{error}").contains("1 lost"));
+        // A one-way stream carries only its request the other way.
+        let from_guest = json!({"mode": "stream", "direction": "from-guest", "count": 10,
+                                "messages_sent": 1, "messages_received": 10});
+        assert!(check_run(&run(from_guest)).is_ok());
+        let to_guest = json!({"mode": "stream", "direction": "to-guest", "count": 10,
+                              "messages_sent": 10, "messages_received": 0});
+        assert!(check_run(&run(to_guest)).is_ok());
+        let asked_nothing = json!({"mode": "ping", "count": 0});
+        assert!(check_run(&run(asked_nothing)).is_err());
+    }
+
+    #[test]
+    fn idle_policies_are_compared_as_ratios() {
+        let busy = json!({"mode": "ping", "idle_policy": "busy-poll",
+                          "rtt": {"p50": 100.0, "p99": 200.0, "mean": 120.0}});
+        let echo = json!({"mode": "echo", "idle_policy": "sleep", "rtt": {"p50": 1.0}});
+        let sleep = json!({"mode": "ping", "idle_policy": "sleep",
+                           "rtt": {"p50": 150.0, "p99": 200.0, "mean": 60.0}});
+        let comparison = idle_comparison(&[run(busy), run(echo), run(sleep)]).expect("compared");
+        assert_eq!(comparison["p50_ratio_sleep_over_busy_poll"], json!(1.5));
+        assert_eq!(comparison["p99_ratio_sleep_over_busy_poll"], json!(1.0));
+        assert_eq!(comparison["mean_ratio_sleep_over_busy_poll"], json!(0.5));
+        assert!(comparison.get("sleep").is_some() && comparison.get("busy-poll").is_some());
+        let single = json!({"mode": "ping", "idle_policy": "sleep"});
+        assert!(idle_comparison(&[run(single)]).is_none());
     }
 }
