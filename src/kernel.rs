@@ -364,6 +364,8 @@ fn kernel_main(boot: BootInfo) -> ! {
 
     let started = timer::counter();
     let mut backoff = Backoff::new(timer::frequency(), idle_policy);
+    // Kept to tell the peer, on a fatal protocol error, that this side has stopped.
+    let control = ring.clone();
     let stats = Service::new(ring)
         .run(|| {
             match backoff.pause(timer::counter()) {
@@ -376,7 +378,12 @@ fn kernel_main(boot: BootInfo) -> ! {
             }
             backoff.resumed(timer::counter());
         })
-        .unwrap_or_else(|error| fatal(&error));
+        .unwrap_or_else(|error| {
+            // The peer is waiting on this word (docs/ABI.md §5): Stopped tells it the guest
+            // has given up instead of leaving it to time out.
+            control.set_state(Role::Guest, SideState::Stopped);
+            fatal(&error)
+        });
     println!(
         "sramlink: stats: received={} sent={} corrupted={} lost={} protocol_errors={}",
         stats.received, stats.sent, stats.corrupted, stats.lost, stats.protocol_errors
