@@ -63,10 +63,11 @@ fn recorded() -> Option<(NonNull<u8>, UartKind)> {
 /// A driver for the recorded UART (`None` without one).
 fn recorded_uart() -> Option<Pl011> {
     let (base, kind) = recorded()?;
+    // Several drivers for it may exist (the console's and emergency ones): each access is a
+    // single volatile register access, and the emergency ones only run when the code that
+    // owned the console will never resume.
     // SAFETY: `record`'s contract: the window is the console UART's, accessible as Device
-    // memory for the rest of the kernel's life. Several drivers for it may exist (the console's
-    // and emergency ones): each access is a single volatile register access, and the
-    // emergency ones only run when the code that owned the console will never resume.
+    // memory for the rest of the kernel's life.
     Some(unsafe { Pl011::new(base, kind) })
 }
 

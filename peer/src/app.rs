@@ -81,12 +81,12 @@ fn run(
     notes: &mut Vec<String>,
 ) -> Result<(), PeerError> {
     let mapping = map_region(cli, report, notes)?;
-    // SAFETY: `mapping` is a live read/write mapping of `len` bytes that outlives every use of
-    // `memory`: `memory` and the `region` built from it are declared after `mapping`, so they
-    // are dropped before it at the end of this function, and the session ends inside it; and
-    // nothing in this program touches it except through the VolatileMemory handle. File
+    // `memory` and the `region` built from it are declared after `mapping`, so they are
+    // dropped before it at the end of this function, and the session ends inside it. File
     // mappings are normal memory and /dev/mem mappings Device memory; both take aligned 32-
     // and 64-bit accesses.
+    // SAFETY: `mapping` is a live read/write mapping of `len` bytes that outlives every use of
+    // `memory`, touched by nothing in this program but the VolatileMemory handle.
     let memory = unsafe { VolatileMemory::new(mapping.as_ptr(), mapping.len()) }
         .map_err(|error| PeerError::region(error.to_string()))?;
     let region = session::attach(memory, cli.timeout, cli.backoff_policy())?;

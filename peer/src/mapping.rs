@@ -72,10 +72,11 @@ impl MappedRegion {
             )));
         }
         let len = to_usize(size)?;
-        // SAFETY: the file is mapped MAP_SHARED precisely so that another process (QEMU, i.e.
-        // the guest) changes it concurrently. memmap2 calls this unsafe because such changes
-        // break Rust's aliasing rules for `&[u8]`; the peer never forms references into the
-        // mapping: all accesses go through the ring's volatile SharedMemory.
+        // The file is mapped MAP_SHARED precisely so that another process (QEMU, i.e. the
+        // guest) changes it concurrently; memmap2 calls this unsafe because such changes break
+        // Rust's aliasing rules for `&[u8]`.
+        // SAFETY: the peer never forms references into the mapping: all accesses go through
+        // the ring's volatile SharedMemory.
         let mut mapping = unsafe {
             memmap2::MmapOptions::new()
                 .offset(offset)

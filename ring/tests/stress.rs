@@ -118,11 +118,11 @@ fn two_threads_over_volatile_memory() {
     let geometry = small_geometry(RING_BYTES);
     // Leaked so that the region outlives both threads, as a real mapping would.
     let backing: &'static mut [u64] = Vec::leak(vec![0u64; geometry.region_bytes / 8]);
-    // SAFETY: `backing` is leaked (lives forever) and only accessed through `VolatileMemory`.
-    // The two threads then access it as the guest and the peer do: payload words ordered by
-    // the index protocol, index words with concurrent plain volatile accesses (formally a
-    // data race in Rust's model, exactly as with a real peer in another address space; the
+    // The two threads access it as the guest and the peer do: payload words ordered by the
+    // index protocol, index words with concurrent plain volatile accesses (formally a data
+    // race in Rust's model, exactly as with a real peer in another address space; the
     // `AtomicMemory` variant above checks the same protocol free of that caveat).
+    // SAFETY: `backing` is leaked (lives forever) and only accessed through `VolatileMemory`.
     let memory =
         unsafe { VolatileMemory::new(backing.as_mut_ptr().cast(), geometry.region_bytes) }.unwrap();
     exchange(memory);
