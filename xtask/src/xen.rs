@@ -572,7 +572,7 @@ pub fn chosen_fragment(config: &Config, modules: &[Module]) -> String {
             let (compatible, bootargs) = match module.kind {
                 ModuleKind::DomUKernel(i) if i == index => (
                     "\"multiboot,kernel\", \"multiboot,module\"",
-                    domu.cmd.as_deref(),
+                    Some(domu.cmd.as_str()),
                 ),
                 ModuleKind::DomUDtb(i) if i == index => {
                     ("\"multiboot,device-tree\", \"multiboot,module\"", None)
@@ -806,10 +806,7 @@ fn prepare(case: Case, inputs: &Inputs, run: &Dom0Run, work: &Path) -> Result<Pr
     }
     // The guest takes the last `sramlink.idle=` word of its command line.
     let guest_cmd = &mut config.domus[0].cmd;
-    *guest_cmd = Some(match guest_cmd.take() {
-        Some(cmd) => format!("{cmd} {}", run.guest_idle.bootarg()),
-        None => run.guest_idle.bootarg().to_string(),
-    });
+    *guest_cmd = format!("{guest_cmd} {}", run.guest_idle.bootarg());
     if region.base < config.memory_start || region.end() > config.memory_end {
         bail!(
             "the region {:#x}+{:#x} is outside RAM {:#x}..{:#x} of {QEMU_CONFIG}",
@@ -1483,7 +1480,7 @@ mod tests {
             1
         );
         let mut without = config.clone();
-        without.domus[0].cmd = None;
+        without.domus[0].cmd = crate::imagebuilder::DEFAULT_DOMU_CMD.to_string();
         assert!(!chosen_fragment(&without, &modules).contains("sramlink.idle"));
         assert_eq!(dts_string("a \"b\" \\c"), "\"a \\\"b\\\" \\\\c\"");
     }
