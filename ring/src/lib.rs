@@ -57,6 +57,6 @@ pub mod ring;
 pub mod service;
 
 pub use error::{Error, RecvError, SendError};
-pub use memory::{AtomicMemory, Fence, SharedMemory, VolatileMemory};
+pub use memory::{AtomicMemory, Fence, MemoryType, SharedMemory, VolatileMemory};
 pub use region::{Direction, Geometry, Region, RingGeometry, Role, SideState};
 pub use ring::{Consumer, Producer, ReadSlot, WriteSlot};
