@@ -150,6 +150,10 @@ fn fill_words(buf: &mut [u8], mut f: impl FnMut(usize) -> u64) {
     }
 }
 
+/// Payloads up to this many bytes are copied word by word even on Normal memory: below it a
+/// call to `memcpy` costs more than the copy.
+const SMALL_COPY_BYTES: usize = 64;
+
 /// How this side maps the region; it decides how payload bytes may be copied.
 ///
 /// Both sides must still map the region with the same cacheability (`docs/ABI.md` §1.1);
@@ -314,10 +318,12 @@ impl SharedMemory for VolatileMemory {
             // SAFETY: `target..+len` is in the region (above), Normal memory by `with_type`'s
             // contract, so any access size works; `bytes` is local memory, which the shared
             // region cannot overlap (nothing in this program borrows the region).
-            MemoryType::Normal => unsafe {
+            MemoryType::Normal if bytes.len() > SMALL_COPY_BYTES => unsafe {
                 core::ptr::copy_nonoverlapping(bytes.as_ptr(), target, bytes.len())
             },
-            MemoryType::Device => for_each_word(bytes, |index, word| {
+            // Device memory; and short Normal payloads, where a `memcpy` call costs more than
+            // the few word stores it would make.
+            _ => for_each_word(bytes, |index, word| {
                 // SAFETY: word `index` lies at an 8-aligned address inside the checked range.
                 unsafe { target.cast::<u64>().add(index).write_volatile(word) }
             }),
@@ -331,10 +337,11 @@ impl SharedMemory for VolatileMemory {
         let source = unsafe { self.base.add(off) }.cast_const();
         match self.memory_type {
             // SAFETY: as in `store_words`; `buf` is local memory, disjoint from the region.
-            MemoryType::Normal => unsafe {
+            MemoryType::Normal if buf.len() > SMALL_COPY_BYTES => unsafe {
                 core::ptr::copy_nonoverlapping(source, buf.as_mut_ptr(), buf.len())
             },
-            MemoryType::Device => fill_words(buf, |index| {
+            // Device memory, and short Normal payloads (as in `store_words`).
+            _ => fill_words(buf, |index| {
                 // SAFETY: word `index` lies at an 8-aligned address inside the checked range.
                 unsafe { source.cast::<u64>().add(index).read_volatile() }
             }),

@@ -103,6 +103,7 @@ impl<M: SharedMemory> Producer<M> {
     }
 
     /// Copies `msg` into the ring as one record and publishes it.
+    #[inline(always)]
     pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
         let mut slot = self.reserve(msg.len())?;
         let written = slot.write(msg);
@@ -117,6 +118,7 @@ impl<M: SharedMemory> Producer<M> {
     /// Fill the slot with [`WriteSlot::write`] and [`WriteSlot::commit`] it; commits become
     /// visible to the consumer at the next [`Producer::publish`]. A slot dropped without
     /// commit leaves no message (only, possibly, a padding record, which is harmless).
+    #[inline(always)]
     pub fn reserve(&mut self, len: usize) -> Result<WriteSlot<'_, M>, SendError> {
         if let Some(error) = self.fault {
             return Err(SendError::Protocol(error));
@@ -163,6 +165,7 @@ impl<M: SharedMemory> Producer<M> {
 
     /// Makes every committed record visible to the consumer: one barrier and one store of the
     /// producer index, and nothing at all when nothing was committed since the last publish.
+    #[inline(always)]
     pub fn publish(&mut self) {
         if self.fault.is_some() || self.head == self.published {
             return;
@@ -182,6 +185,7 @@ impl<M: SharedMemory> Producer<M> {
     }
 
     /// Free bytes according to the cached consumer index.
+    #[inline(always)]
     fn free(&self) -> u32 {
         let used = self.head.wrapping_sub(self.cached_consumer);
         debug_assert!(used <= self.ring.size);
@@ -245,6 +249,7 @@ impl<M: SharedMemory> WriteSlot<'_, M> {
     /// one [`SharedMemory::store_words`] (one range check, and a plain copy on Normal
     /// memory), then the last 0–7 bytes wait in a register for the next call or
     /// [`WriteSlot::commit`]. Each shared word is stored once.
+    #[inline(always)]
     pub fn write(&mut self, bytes: &[u8]) -> usize {
         let count = bytes.len().min(self.capacity - self.written);
         let mut bytes = &bytes[..count];
@@ -307,6 +312,7 @@ impl<M: SharedMemory> WriteSlot<'_, M> {
 
     /// Finishes the record with the bytes written so far (its `len` is [`Self::written`]).
     /// Visible to the consumer after the next [`Producer::publish`].
+    #[inline(always)]
     pub fn commit(self) {
         let payload = self.record + RECORD_HEADER_BYTES;
         if self.written % 8 != 0 {
@@ -368,6 +374,7 @@ impl<M: SharedMemory> Consumer<M> {
 
     /// Copies the next message into `buf`, releases it and publishes the consumer index.
     /// `Ok(None)`: nothing published. A message longer than `buf` stays in the ring.
+    #[inline(always)]
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, RecvError> {
         let result = match self.read()? {
             None => Ok(None),
@@ -389,6 +396,7 @@ impl<M: SharedMemory> Consumer<M> {
     /// The slot's bytes stay valid (the producer cannot reuse them) until
     /// [`ReadSlot::release`] and the next [`Consumer::publish`]. Dropping the slot without
     /// release leaves the message to be read again.
+    #[inline(always)]
     pub fn read(&mut self) -> Result<Option<ReadSlot<'_, M>>, Error> {
         if let Some(error) = self.fault {
             return Err(error);
@@ -449,6 +457,7 @@ impl<M: SharedMemory> Consumer<M> {
 
     /// Hands every released byte back to the producer: one barrier and one store of the
     /// consumer index, nothing when nothing was released since the last publish.
+    #[inline(always)]
     pub fn publish(&mut self) {
         if self.fault.is_some() || self.tail == self.released {
             return;
@@ -516,6 +525,7 @@ impl<M: SharedMemory> ReadSlot<'_, M> {
 
     /// Copies payload bytes starting at `offset` into `buf`; returns how many (fewer than
     /// `buf.len()` when the payload ends first, 0 when `offset >= len`).
+    #[inline(always)]
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> usize {
         if offset >= self.len {
             return 0;
@@ -541,6 +551,7 @@ impl<M: SharedMemory> ReadSlot<'_, M> {
 
     /// Consumes the message; its bytes go back to the producer at the next
     /// [`Consumer::publish`].
+    #[inline(always)]
     pub fn release(self) {
         let consumer = self.consumer;
         consumer.tail = consumer.tail.wrapping_add(self.record);
@@ -552,6 +563,7 @@ impl<M: SharedMemory> ReadSlot<'_, M> {
 /// 8-aligned), each shared word loaded once: the bytes before the first word boundary from one
 /// `load_u64`, the whole words in one [`SharedMemory::load_words`], the last 0–7 bytes from one
 /// `load_u64` (that word may extend into the record's padding, never past the record).
+#[inline(always)]
 fn copy_out<M: SharedMemory>(memory: &M, payload: usize, start: usize, buf: &mut [u8]) {
     let mut position = start;
     let mut buf = buf;
