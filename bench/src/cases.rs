@@ -114,7 +114,7 @@ pub fn all() -> Vec<Case> {
             "crossbeam-batch64",
             Stream8,
             "crossbeam [u64; 64] elements",
-            |n, c| crossbeam_batch_stream::<1>(n, c),
+            crossbeam_batch_stream::<1>,
         ),
         case(
             "ring-device",
@@ -147,19 +147,19 @@ pub fn all() -> Vec<Case> {
             "rtrb-chunk64",
             Stream64,
             "rtrb [u64; 8] chunks of 64",
-            |n, c| rtrb_chunk_stream::<8>(n, c),
+            rtrb_chunk_stream::<8>,
         ),
         case(
             "crossbeam",
             Stream64,
             "crossbeam [u64; 8] push/pop",
-            |n, c| crossbeam_stream::<8>(n, c),
+            crossbeam_stream::<8>,
         ),
         case(
             "crossbeam-batch64",
             Stream64,
             "crossbeam [[u64; 8]; 64] elements",
-            |n, c| crossbeam_batch_stream::<8>(n, c),
+            crossbeam_batch_stream::<8>,
         ),
         case(
             "ring-device",

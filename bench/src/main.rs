@@ -30,8 +30,8 @@ struct Plan {
 }
 
 const FULL: Plan = Plan {
-    round_trips: 200_000,
-    messages: 4_000_000,
+    round_trips: 100_000,
+    messages: 1_000_000,
     repeats: 9,
 };
 const QUICK: Plan = Plan {

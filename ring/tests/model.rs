@@ -234,7 +234,7 @@ fn run_on<M: SharedMemory + Clone>(
                         (Some(slot), Some(expected)) => {
                             prop_assert_eq!(slot.len(), expected.len());
                             // In two pieces from an odd offset, to exercise the partial words.
-                            let split = expected.len() / 3 | 1;
+                            let split = (expected.len() / 3) | 1;
                             let first = slot.read(0, &mut buf[..split]);
                             let count = first + slot.read(first, &mut buf[first..]);
                             prop_assert_eq!(count, expected.len());
