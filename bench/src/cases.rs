@@ -542,12 +542,12 @@ fn region_bytes() -> usize {
     0x1000 + 2 * QUEUE_BYTES
 }
 
-fn as_bytes<const W: usize>(message: &[u64; W]) -> [u8; 64] {
-    let mut bytes = [0u8; 64];
+/// Writes `message` into the first `8 * W` bytes of `bytes` (little-endian words).
+#[inline(always)]
+fn to_bytes<const W: usize>(message: &[u64; W], bytes: &mut [u8; 64]) {
     for (chunk, word) in bytes.chunks_exact_mut(8).zip(message) {
         chunk.copy_from_slice(&word.to_le_bytes());
     }
-    bytes
 }
 
 fn from_bytes<const W: usize>(bytes: &[u8]) -> [u64; W] {
@@ -634,10 +634,12 @@ fn ring_stream<const W: usize>(
     two_threads(
         cores,
         move || {
+            let mut bytes = [0u8; 64];
             let mut seq = 0;
             while seq < count {
                 if batch == 1 {
-                    send_spinning(&mut producer, &as_bytes(&words::<W>(seq))[..len])?;
+                    to_bytes(&words::<W>(seq), &mut bytes);
+                    send_spinning(&mut producer, &bytes[..len])?;
                     seq += 1;
                     continue;
                 }
@@ -645,7 +647,8 @@ fn ring_stream<const W: usize>(
                 while committed < batch && seq < count {
                     match producer.reserve(len) {
                         Ok(mut slot) => {
-                            slot.write(&as_bytes(&words::<W>(seq))[..len]);
+                            to_bytes(&words::<W>(seq), &mut bytes);
+                            slot.write(&bytes[..len]);
                             slot.commit();
                             seq += 1;
                             committed += 1;
@@ -725,7 +728,9 @@ mod tests {
     #[test]
     fn messages_round_trip_and_differ() {
         let message = words::<8>(7);
-        assert_eq!(from_bytes::<8>(&as_bytes(&message)), message);
+        let mut bytes = [0u8; 64];
+        to_bytes(&message, &mut bytes);
+        assert_eq!(from_bytes::<8>(&bytes), message);
         let next = words::<8>(8);
         assert!(message.iter().zip(&next).all(|(a, b)| a != b));
     }
