@@ -193,7 +193,11 @@ fn run(plan: Plan, out: &std::path::Path, quick: bool) -> Result<(), String> {
             target.what,
             target.value,
             target.best,
-            if target.met { "met" } else { "NOT met" }
+            match (noisy, target.met) {
+                (true, _) => "undecided (noisy run)",
+                (false, true) => "met",
+                (false, false) => "NOT met",
+            }
         );
     }
     if noisy {
