@@ -92,7 +92,10 @@ pub(crate) struct Bus<'b, 'a> {
 }
 
 /// Translates `range` from the child address space of `bus` to a CPU physical address.
-pub(crate) fn translate(range: PhysRange, mut bus: Option<&Bus<'_, '_>>) -> Result<PhysRange, RegProblem> {
+pub(crate) fn translate(
+    range: PhysRange,
+    mut bus: Option<&Bus<'_, '_>>,
+) -> Result<PhysRange, RegProblem> {
     let mut address = range.start();
     let mut levels_up = 1;
     while let Some(current) = bus {

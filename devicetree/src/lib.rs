@@ -27,13 +27,12 @@ pub mod range;
 mod testing;
 
 pub use blob::{
-    FDT_HEADER_SIZE, FDT_MAGIC, LayoutError, MAX_DTB_SIZE, check_dtb, check_dtb_at,
-    dtb_total_size,
+    FDT_HEADER_SIZE, FDT_MAGIC, LayoutError, MAX_DTB_SIZE, check_dtb, check_dtb_at, dtb_total_size,
 };
 pub use cells::{Cells, decode_reg};
 pub use discovery::{
-    DeviceTree, MAX_DEPTH, MAX_MEMORY_BANKS, MAX_REGION_CANDIDATES, MAX_RESERVED_RANGES,
-    MAX_UARTS, MAX_USABLE_RANGES, MMIO_SRAM, Platform, RegionCandidate, discover,
+    DeviceTree, MAX_DEPTH, MAX_MEMORY_BANKS, MAX_REGION_CANDIDATES, MAX_RESERVED_RANGES, MAX_UARTS,
+    MAX_USABLE_RANGES, MMIO_SRAM, Platform, RegionCandidate, discover,
 };
 pub use error::{DtError, NodePath, PATH_CAPACITY, RegProblem, UnusableTree};
 pub use platform::{NamedRange, PsciConduit, RegionNode, Uart, UartKind};

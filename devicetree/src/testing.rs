@@ -117,11 +117,7 @@ pub fn insert_empty_node(blob: &mut Vec<u8>, offset: usize, name: &str) {
     insert_words(
         blob,
         offset,
-        &[
-            FDT_BEGIN_NODE,
-            u32::from_be_bytes(name_word),
-            FDT_END_NODE,
-        ],
+        &[FDT_BEGIN_NODE, u32::from_be_bytes(name_word), FDT_END_NODE],
     );
 }
 
