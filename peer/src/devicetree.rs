@@ -101,11 +101,14 @@ impl DeviceTreeRegions {
             return Err(dt_error(problem.clone()));
         }
         let node = |candidate: &RegionCandidate, enabled| {
-            candidate.node().map(|node| NodeRange {
-                path: node.path.to_string(),
-                range: node.range,
-                enabled,
-            })
+            candidate
+                .node()
+                .map(|node| NodeRange {
+                    path: node.path.to_string(),
+                    range: node.range,
+                    enabled,
+                })
+                .map_err(dt_error)
         };
         let enabled = tree.regions.iter().map(|candidate| node(candidate, true));
         let disabled = tree
@@ -114,10 +117,7 @@ impl DeviceTreeRegions {
             .map(|candidate| node(candidate, false));
         // A region node whose reg cannot be used is an error even when another one would do:
         // the tree is not what the configuration says.
-        let sram = enabled
-            .chain(disabled)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(dt_error)?;
+        let sram = enabled.chain(disabled).collect::<Result<Vec<_>, _>>()?;
         let reserved = tree
             .reserved
             .iter()
