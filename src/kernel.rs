@@ -363,20 +363,17 @@ fn kernel_main(boot: BootInfo) -> ! {
     );
 
     let started = timer::counter();
-    let mut backoff = Backoff::new(timer::frequency(), idle_policy);
+    let mut backoff = Backoff::new(idle_policy);
     // Kept to tell the peer, on a fatal protocol error, that this side has stopped.
     let control = ring.clone();
     let stats = Service::new(ring)
-        .run(|| {
-            match backoff.pause(timer::counter()) {
-                Pause::Spin => {
-                    for _ in 0..SPIN_LOOP_ITERATIONS {
-                        core::hint::spin_loop();
-                    }
+        .run(|progressed| match backoff.pause(progressed) {
+            Pause::Spin => {
+                for _ in 0..SPIN_LOOP_ITERATIONS {
+                    core::hint::spin_loop();
                 }
-                Pause::WaitForEvent => cpu::wait_for_event(),
             }
-            backoff.resumed(timer::counter());
+            Pause::WaitForEvent => cpu::wait_for_event(),
         })
         .unwrap_or_else(|error| {
             // The peer is waiting on this word (docs/ABI.md §5): Stopped tells it the guest

@@ -40,7 +40,7 @@ where
         let geometry = Geometry::for_region(memory.len())?;
         let region = Region::create(memory, geometry)?;
         region.set_state(Role::Guest, SideState::Ready);
-        Service::new(region).run(thread::yield_now)
+        Service::new(region).run(|_| thread::yield_now())
     })
 }
 
