@@ -33,6 +33,7 @@ use heapless::Vec;
 use crate::blob::check_dtb;
 use crate::cells::{Bus, Cells, decode_reg, decode_single_reg, translate};
 use crate::error::{DtError, NodePath, RegProblem, UnusableTree, parent_of, truncated_path};
+use crate::interrupts::{Hypervisor, InterruptController, gic_frames, gic_version, upcall_intid};
 use crate::node::NodeInfo;
 use crate::platform::{NamedRange, PsciConduit, RegionNode, Uart, UartKind, usable_memory};
 use crate::range::PhysRange;
@@ -109,6 +110,10 @@ pub struct DeviceTree<'a> {
     /// The first such problem that is not about a RAM node (what a reader that does not use
     /// the tree's RAM must still care about).
     pub problem_outside_memory: Option<DtError>,
+    /// The first enabled GIC node, decoded (see [`crate::interrupts`]).
+    pub interrupt_controller: Option<Result<InterruptController, DtError>>,
+    /// The first enabled `xen,xen` node, decoded.
+    pub hypervisor: Option<Result<Hypervisor, DtError>>,
 }
 
 impl<'a> DeviceTree<'a> {
@@ -140,6 +145,8 @@ impl<'a> DeviceTree<'a> {
             bootargs: None,
             problem: None,
             problem_outside_memory: None,
+            interrupt_controller: None,
+            hypervisor: None,
         };
         // The root's own reg (none) would use the defaults; its children use its cells.
         discovery.visit(root, "/", Cells::DEFAULT, None, 0, true);
@@ -156,6 +163,8 @@ impl<'a> DeviceTree<'a> {
             bootargs: discovery.bootargs,
             problem: discovery.problem,
             problem_outside_memory: discovery.problem_outside_memory,
+            interrupt_controller: discovery.interrupt_controller,
+            hypervisor: discovery.hypervisor,
         })
     }
 
@@ -182,6 +191,19 @@ impl<'a> DeviceTree<'a> {
             }
         };
         chosen.node()
+    }
+
+    /// The interrupt controller (GICv2 or GICv3) and its frames.
+    pub fn interrupt_controller(&self) -> Result<InterruptController, DtError> {
+        self.interrupt_controller
+            .clone()
+            .unwrap_or(Err(DtError::NoInterruptController))
+    }
+
+    /// Xen's `/hypervisor` node, if the tree has one (a dom0less domU has it only with
+    /// `xen,enhanced`); its upcall INTID is Xen's default unless its `interrupts` names one.
+    pub fn hypervisor(&self) -> Result<Option<Hypervisor>, DtError> {
+        self.hypervisor.clone().transpose()
     }
 
     /// The `/reserved-memory` ranges alone.
@@ -267,6 +289,8 @@ struct Discovery<'b, 'a> {
     bootargs: Option<&'a [u8]>,
     problem: Option<DtError>,
     problem_outside_memory: Option<DtError>,
+    interrupt_controller: Option<Result<InterruptController, DtError>>,
+    hypervisor: Option<Result<Hypervisor, DtError>>,
 }
 
 fn child_path(parent: &str, name: &str) -> NodePath {
@@ -406,6 +430,29 @@ impl<'b, 'a> Discovery<'b, 'a> {
                 _ => None,
             };
         }
+        if self.interrupt_controller.is_none()
+            && let Some(version) = gic_version(|compatible| info.is_compatible(compatible))
+        {
+            let frames = translated_reg(info.reg, parent_cells, bus, path_owned)
+                .and_then(|entries| gic_frames(path_owned, version, &entries));
+            self.interrupt_controller = Some(frames);
+        }
+        if self.hypervisor.is_none() && info.is_compatible("xen,xen") {
+            let hypervisor = upcall_intid(path_owned, info.interrupts).and_then(|upcall_intid| {
+                let grant_table = match info.reg {
+                    None => None,
+                    Some(reg) => translated_reg(Some(reg), parent_cells, bus, path_owned)?
+                        .first()
+                        .copied(),
+                };
+                Ok(Hypervisor {
+                    path: path_owned.clone(),
+                    upcall_intid,
+                    grant_table,
+                })
+            });
+            self.hypervisor = Some(hypervisor);
+        }
     }
 
     /// Keeps the first problem that makes the tree unusable (and the first not about RAM); the
@@ -495,6 +542,34 @@ impl<'b, 'a> Discovery<'b, 'a> {
             .or_else(|| self.uarts.first())
             .map(|candidate| candidate.uart)
     }
+}
+
+/// Most `reg` entries kept of a node that has several frames (a GIC).
+const MAX_FRAMES: usize = 8;
+
+/// Every `reg` entry of the node at `path` (at most [`MAX_FRAMES`]), translated to CPU
+/// physical addresses; a missing `reg` is an error.
+fn translated_reg(
+    reg: Option<&[u8]>,
+    parent_cells: Cells,
+    bus: Option<&Bus<'_, '_>>,
+    path: &NodePath,
+) -> Result<Vec<PhysRange, MAX_FRAMES>, DtError> {
+    let reg_error = |problem| DtError::Reg {
+        path: path.clone(),
+        problem,
+    };
+    let entries =
+        decode_reg(reg.ok_or(reg_error(RegProblem::Missing))?, parent_cells).map_err(reg_error)?;
+    let mut frames = Vec::new();
+    for entry in entries.take(MAX_FRAMES) {
+        let range = entry
+            .and_then(|range| translate(range, bus))
+            .map_err(reg_error)?;
+        // `take` keeps this within capacity.
+        let _ = frames.push(range);
+    }
+    Ok(frames)
 }
 
 /// `/a@1/b@2` matches `/a/b`: components compared without unit addresses where `target` omits them.

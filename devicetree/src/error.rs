@@ -11,6 +11,7 @@ use heapless::String;
 use crate::blob::{FDT_HEADER_SIZE, FDT_MAGIC, LayoutError, MAX_DTB_SIZE};
 use crate::cells::Cells;
 use crate::discovery::MAX_DEPTH;
+use crate::interrupts::InterruptProblem;
 use crate::platform::{PsciConduit, Uart};
 
 /// Capacity of a node path.
@@ -124,6 +125,15 @@ pub enum DtError {
     ChosenRegionNotFound {
         /// The value of `sramlink,region`.
         path: NodePath,
+    },
+    /// No enabled GIC node (`arm,gic-v3`, `arm,gic-400`, `arm,cortex-a15-gic`).
+    NoInterruptController,
+    /// A GIC or `/hypervisor` node the guest cannot take its interrupts from.
+    Interrupts {
+        /// The node.
+        path: NodePath,
+        /// The problem.
+        problem: InterruptProblem,
     },
 }
 
@@ -271,6 +281,28 @@ impl fmt::Display for DtError {
                 f,
                 "/chosen/sramlink,region = \"{path}\" names no enabled mmio-sram node"
             ),
+            DtError::NoInterruptController => write!(
+                f,
+                "no enabled interrupt controller compatible with arm,gic-v3, arm,gic-400 or \
+                 arm,cortex-a15-gic in the device tree"
+            ),
+            DtError::Interrupts { path, problem } => match problem {
+                InterruptProblem::TooFewFrames { entries, needed } => write!(
+                    f,
+                    "{path}: reg has {entries} (address, size) entries, expected at least \
+                     {needed} (distributor, then redistributors or CPU interface)"
+                ),
+                InterruptProblem::BadSpecifier { bytes } => write!(
+                    f,
+                    "{path}: interrupts is {bytes} bytes, expected one 3-cell GIC specifier \
+                     (12 bytes)"
+                ),
+                InterruptProblem::NotAPpi { kind, number } => write!(
+                    f,
+                    "{path}: interrupts = <{kind} {number} ...> is not a PPI (type 1, number \
+                     0..15)"
+                ),
+            },
         }
     }
 }

@@ -11,6 +11,8 @@
 //!   region nodes ([`DeviceTree::read`]), the region's selection ([`DeviceTree::region`]) and
 //!   the guest's boot view ([`discover`]);
 //! - [`platform`]: the types of what is found;
+//! - [`interrupts`]: the GIC's frames (v2 or v3) and Xen's `/hypervisor` upcall, for the
+//!   event-channel work;
 //! - [`range`]: physical address ranges;
 //! - [`error`]: what can be wrong, with the node's path and the numbers.
 #![cfg_attr(not(test), no_std)]
@@ -19,6 +21,7 @@ pub mod blob;
 pub mod cells;
 pub mod discovery;
 pub mod error;
+pub mod interrupts;
 mod node;
 pub mod platform;
 pub mod range;
@@ -35,5 +38,8 @@ pub use discovery::{
     MAX_USABLE_RANGES, MMIO_SRAM, Platform, RegionCandidate, discover,
 };
 pub use error::{DtError, NodePath, PATH_CAPACITY, RegProblem, UnusableTree};
+pub use interrupts::{
+    GicFrames, GicVersion, Hypervisor, InterruptController, XEN_DEFAULT_UPCALL_INTID,
+};
 pub use platform::{NamedRange, PsciConduit, RegionNode, Uart, UartKind};
 pub use range::PhysRange;
