@@ -27,7 +27,9 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use sramlink_devicetree::{DeviceTree, DtError, MMIO_SRAM, RegionCandidate, check_dtb_at};
+use sramlink_devicetree::{
+    DeviceTree, DtError, MAX_REGION_CANDIDATES, MMIO_SRAM, RegionCandidate, check_dtb_at,
+};
 
 pub use sramlink_devicetree::PhysRange;
 
@@ -99,6 +101,16 @@ impl DeviceTreeRegions {
         // cannot follow would leave this list incomplete.
         if let Some(problem) = &tree.problem_outside_memory {
             return Err(dt_error(problem.clone()));
+        }
+        // Every node must be listed for `check_range` to be right.
+        if tree.region_count > tree.regions.len()
+            || tree.disabled_region_count > tree.disabled_regions.len()
+        {
+            return Err(PeerError::region(format!(
+                "the device tree has {} enabled and {} disabled \"{MMIO_SRAM}\" nodes; at most \
+                 {MAX_REGION_CANDIDATES} of each are read",
+                tree.region_count, tree.disabled_region_count
+            )));
         }
         let node = |candidate: &RegionCandidate, enabled| {
             candidate
@@ -758,5 +770,20 @@ mod tests {
         let found = tree.scan().expect("scan").discover().expect("chosen");
         assert_eq!(found.path, "/sram@7f000000");
         assert_eq!(found.range, REGION);
+    }
+
+    #[test]
+    fn more_region_nodes_than_are_read_is_an_error_not_a_partial_list() {
+        let tree = qemu_tree();
+        for index in 0..MAX_REGION_CANDIDATES as u32 {
+            let node = format!("/sram@{:x}", 0x5000_0000 + index * 0x1000);
+            tree.property(&node, "compatible", b"mmio-sram\0");
+            tree.reg(&node, &[0, 0x5000_0000 + index * 0x1000, 0, 0x1000]);
+        }
+        let error = tree.scan().expect_err("five enabled nodes");
+        assert!(
+            error.message.contains("5 enabled and 0 disabled"),
+            "{error}"
+        );
     }
 }
