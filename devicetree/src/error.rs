@@ -61,7 +61,10 @@ pub enum RegProblem {
     },
 }
 
-/// A device-tree problem the guest cannot boot with.
+/// A device-tree problem: the blob, a node, the region or the interrupt nodes.
+///
+/// The first two variants are the arm64 boot protocol's checks of the guest's `x0`, made
+/// before there is a blob to read; the peer, which reads a file, never meets them.
 #[derive(Clone, PartialEq, Debug)]
 pub enum DtError {
     /// `x0` was zero at entry.
@@ -71,7 +74,7 @@ pub enum DtError {
         /// The address in `x0`.
         address: u64,
     },
-    /// The header's magic is wrong: `x0` does not point at a DTB.
+    /// The header's magic is wrong: the address (the guest's `x0`) holds no DTB.
     BadMagic {
         /// Where the DTB was expected.
         address: u64,
