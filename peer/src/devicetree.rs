@@ -20,7 +20,11 @@
 //! `/proc/device-tree` (the live tree as files) is not read: every node and property the peer
 //! needs is in the blob, whose nodes the kernel only ever adds to at run time through
 //! overlays, and a region added that way would be one Xen never mapped into the guest. The
-//! blob also needs no directory walk, and it is what the host tests can build exactly.
+//! one case the blob cannot serve is a kernel that does not publish it: without sysfs, or
+//! when the blob changed after the kernel checked it at boot (it then logs "not creating
+//! '/sys/firmware/fdt': CRC check failed"). There `dtc -I fs -O dtb -o fdt.dtb
+//! /proc/device-tree` makes the blob from the live tree, and `--device-tree fdt.dtb` reads it
+//! (the error message says so), rather than this program keeping a second reader.
 
 use std::fmt;
 use std::fs;
@@ -80,8 +84,10 @@ impl DeviceTreeRegions {
             Ok(blob) => blob,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 return Err(PeerError::region(format!(
-                    "no device tree at {}: pass --device-tree FILE naming a device-tree blob, or \
-                     map a file with --file PATH --offset N --size N",
+                    "no device tree at {}: pass --device-tree FILE naming a device-tree blob \
+                     (a kernel that does not publish /sys/firmware/fdt still has \
+                     /proc/device-tree: `dtc -I fs -O dtb -o fdt.dtb /proc/device-tree` makes \
+                     one), or map a file with --file PATH --offset N --size N",
                     path.display()
                 )));
             }
