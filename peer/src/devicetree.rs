@@ -33,6 +33,7 @@ use std::path::Path;
 
 use sramlink_devicetree::{
     DeviceTree, DtError, MAX_REGION_CANDIDATES, MMIO_SRAM, RegionCandidate, check_dtb_at,
+    strip_nops,
 };
 
 pub use sramlink_devicetree::PhysRange;
@@ -93,15 +94,18 @@ impl DeviceTreeRegions {
             }
             Err(error) => return Err(read_error(path, &error)),
         };
-        Self::from_blob(&blob).map_err(|error| {
+        Self::from_blob(blob).map_err(|error| {
             PeerError::region(format!("device tree {}: {}", path.display(), error.message))
         })
     }
 
     /// Interprets a device tree blob.
-    pub fn from_blob(blob: &[u8]) -> Result<Self, PeerError> {
+    pub fn from_blob(mut blob: Vec<u8>) -> Result<Self, PeerError> {
+        // Linux overwrites /chosen/rng-seed (and kaslr-seed) with FDT_NOPs in the blob it
+        // publishes; they mean nothing, and the parser mishandles them between properties.
+        strip_nops(&mut blob);
         // The blob's address in this process means nothing: offsets are from its start.
-        let blob = check_dtb_at(blob, 0).map_err(dt_error)?;
+        let blob = check_dtb_at(&blob, 0).map_err(dt_error)?;
         let tree = DeviceTree::read_checked(blob).map_err(dt_error)?;
         // RAM nodes are the guest's business; a reserved-memory entry or a depth the walk
         // cannot follow would leave this list incomplete.
@@ -791,5 +795,29 @@ mod tests {
             error.message.contains("5 enabled and 0 disabled"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_property_linux_turned_into_nops_does_not_hide_the_region() {
+        // What dom0's /sys/firmware/fdt held under Xen: /chosen/rng-seed overwritten with
+        // FDT_NOPs between two properties, which the layout check alone refuses.
+        let tree = qemu_tree();
+        tree.property("/chosen", "bootargs", b"console=hvc0\0");
+        tree.property("/chosen", "rng-seed", &[7; 8]);
+        tree.property("/chosen", "stdout-path", b"/pl011@9000000\0");
+        let mut blob = fs::read(tree.path()).expect("blob");
+        // Properties are written in name order: bootargs, rng-seed, stdout-path.
+        let seed = blob
+            .windows(8)
+            .position(|window| window == [7; 8])
+            .expect("rng-seed value")
+            - 12;
+        for word in blob[seed..seed + 20].chunks_exact_mut(4) {
+            word.copy_from_slice(&4u32.to_be_bytes());
+        }
+        let path = tree.dir.path().join("nopped");
+        fs::write(&path, &blob).expect("write");
+        let regions = DeviceTreeRegions::scan(&path).expect("NOPs are skipped");
+        assert_eq!(regions.discover().expect("region").range, REGION);
     }
 }
