@@ -45,8 +45,8 @@ use sramlink::devicetree::{
 };
 use sramlink::memory_map::{self, ImageLayout, RegionMapping};
 use sramlink::paging::{PageTables, Table};
-use sramlink::range::PhysRange;
 use sramlink::shared_region::{self, RegionError, SharedRegion, Surroundings};
+use sramlink_devicetree::PhysRange;
 use sramlink_ring::service::Service;
 use sramlink_ring::{Direction, MemoryType, Region, Role, SideState, VolatileMemory};
 
@@ -368,20 +368,17 @@ fn kernel_main(boot: BootInfo) -> ! {
     );
 
     let started = timer::counter();
-    let mut backoff = Backoff::new(timer::frequency(), idle_policy);
+    let mut backoff = Backoff::new(idle_policy);
     // Kept to tell the peer, on a fatal protocol error, that this side has stopped.
     let control = ring.clone();
     let stats = Service::new(ring)
-        .run(|| {
-            match backoff.pause(timer::counter()) {
-                Pause::Spin => {
-                    for _ in 0..SPIN_LOOP_ITERATIONS {
-                        core::hint::spin_loop();
-                    }
+        .run(|progressed| match backoff.pause(progressed) {
+            Pause::Spin => {
+                for _ in 0..SPIN_LOOP_ITERATIONS {
+                    core::hint::spin_loop();
                 }
-                Pause::WaitForEvent => cpu::wait_for_event(),
             }
-            backoff.resumed(timer::counter());
+            Pause::WaitForEvent => cpu::wait_for_event(),
         })
         .unwrap_or_else(|error| {
             // The peer is waiting on this word (docs/ABI.md §5): Stopped tells it the guest

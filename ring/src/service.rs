@@ -78,13 +78,16 @@ impl<M: SharedMemory + Clone> Service<M> {
     /// then sets the guest's state to Stopped and returns the counters (the snapshot sent in
     /// the Stats reply, which does not count that reply).
     ///
-    /// `idle` is called whenever a pass found nothing to do (e.g. a `wfe`-based backoff).
+    /// `idle(progressed)` is called whenever a pass found nothing to do (e.g. a `wfe`-based
+    /// backoff); `progressed` says whether any message was sent or handled since the previous
+    /// call (or since the start), so that a backoff can start its spin phase over.
     /// Invalid shared-memory values (indices, record headers, state words) end it with `Err`.
     ///
     /// It never waits for the peer without watching the peer's state word: if the peer sets
     /// Stopped while the Stats reply waits for room in a full ring, the reply is dropped and
     /// `run` returns the counters as after a normal stop.
-    pub fn run(&mut self, mut idle: impl FnMut()) -> Result<Stats, Error> {
+    pub fn run(&mut self, mut idle: impl FnMut(bool)) -> Result<Stats, Error> {
+        let mut progressed = false;
         loop {
             let sent = self.pump_stream()?;
             let (received, stop) = self.serve_incoming()?;
@@ -103,7 +106,9 @@ impl<M: SharedMemory + Clone> Service<M> {
                     self.region.set_state(Role::Guest, SideState::Stopped);
                     return Ok(self.stats);
                 }
-                idle();
+                idle(core::mem::take(&mut progressed));
+            } else {
+                progressed = true;
             }
         }
     }
@@ -169,8 +174,10 @@ impl<M: SharedMemory + Clone> Service<M> {
     /// so `Stopped` ends the wait with `Ok(false)` (a normal stop, the Stats not delivered)
     /// and an invalid state word with `Err`. Offline and Ready keep waiting: a peer that
     /// (re)attaches drains the ring.
-    fn send_stats(&mut self, stats: Stats, idle: &mut impl FnMut()) -> Result<bool, Error> {
+    fn send_stats(&mut self, stats: Stats, idle: &mut impl FnMut(bool)) -> Result<bool, Error> {
         let seq = 0;
+        // The Stop just handled is progress; waiting for room is not.
+        let mut progressed = true;
         loop {
             match proto::send_message(&mut self.producer, Op::Stats, seq, &stats.encode()) {
                 Ok(()) => return Ok(true),
@@ -179,7 +186,7 @@ impl<M: SharedMemory + Clone> Service<M> {
                     if self.region.state(Role::Peer)? == SideState::Stopped {
                         return Ok(false);
                     }
-                    idle();
+                    idle(core::mem::take(&mut progressed));
                 }
                 Err(SendError::Protocol(error)) => return Err(error),
                 Err(SendError::TooLarge { len, max }) => {

@@ -62,7 +62,7 @@ pub fn run(qemu: bool, xen: bool) -> Result<()> {
     });
     check(
         &mut outcomes,
-        "clippy (guest and ring, aarch64-unknown-none)",
+        "clippy (guest, ring, devicetree: aarch64-unknown-none)",
         || {
             cargo(&[
                 "clippy",
@@ -71,6 +71,8 @@ pub fn run(qemu: bool, xen: bool) -> Result<()> {
                 "sramlink",
                 "--package",
                 "sramlink-ring",
+                "--package",
+                "sramlink-devicetree",
                 "--target",
                 artifacts::GUEST_TARGET,
                 "--",
