@@ -169,9 +169,12 @@ pub fn host_overlay_dtso(region: &Region) -> String {
 /// ZCU102 RAM banks (start, size): 2 GiB low, 2 GiB at 32 GiB.
 pub const ZCU102_MEMORY_BANKS: &[(u64, u64)] = &[(0x0, 0x8000_0000), (0x8_0000_0000, 0x8000_0000)];
 
-/// `host-sram-shrink-memory.dtsi`: the recipe's literal step 1 — the range cut out of the
-/// memory node — for boards whose loader passes the DTB's /memory unchanged.
-pub fn host_shrink_memory_dtsi(region: &Region, banks: &[(u64, u64)]) -> Result<String> {
+/// A memory node of a host tree: its name and its banks (start, size).
+pub(super) type MemoryNode = (String, Vec<(u64, u64)>);
+
+/// RAM banks (start, size) with `region` cut out, and whether it was inside one of them; a
+/// region straddling a bank's edge is an error.
+pub(super) fn cut_banks(region: &Region, banks: &[(u64, u64)]) -> Result<(Vec<(u64, u64)>, bool)> {
     let mut kept = Vec::new();
     let mut inside = false;
     for &(start, size) in banks {
@@ -194,6 +197,48 @@ pub fn host_shrink_memory_dtsi(region: &Region, banks: &[(u64, u64)]) -> Result<
             kept.push((start, size));
         }
     }
+    Ok((kept, inside))
+}
+
+/// Recipe step 1 in its literal form for a tree whose memory nodes are `memory_nodes` (name,
+/// banks; two address and size cells): the region cut out of the node holding it and the
+/// `mmio-sram` node, as a fragment to merge into that tree.
+pub(super) fn shrink_memory_fragment(
+    region: &Region,
+    memory_nodes: &[MemoryNode],
+) -> Result<String> {
+    let mut text = String::from("/ {\n");
+    let mut inside_any = false;
+    for (name, banks) in memory_nodes {
+        let (kept, inside) = cut_banks(region, banks)?;
+        if inside {
+            inside_any = true;
+            let reg = kept
+                .iter()
+                .map(|&(start, size)| format!("{} {}", cells2(start), cells2(size)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            text += &format!(
+                "    /* Recipe step 1: the region cut out of RAM. */\n    {name} {{\n        reg = <{reg}>;\n    }};\n"
+            );
+        }
+    }
+    if !inside_any {
+        bail!(
+            "region {:#x}+{:#x} is not inside any memory node of the host device tree",
+            region.base,
+            region.size
+        );
+    }
+    text += &host_sram_node(region, "    ");
+    text += "};\n";
+    Ok(text)
+}
+
+/// `host-sram-shrink-memory.dtsi`: the recipe's literal step 1 — the range cut out of the
+/// memory node — for boards whose loader passes the DTB's /memory unchanged.
+pub fn host_shrink_memory_dtsi(region: &Region, banks: &[(u64, u64)]) -> Result<String> {
+    let (kept, inside) = cut_banks(region, banks)?;
     if !inside {
         bail!(
             "region {:#x}+{:#x} is not inside any memory bank",
@@ -406,8 +451,8 @@ pub(super) fn compile_source(source: &Path, out: &Path, overlay: bool) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::board::BoardId;
     use crate::deps;
-    use crate::xen::run::QEMU_CONFIG;
 
     const REGION: Region = Region {
         base: 0x7f00_0000,
@@ -430,9 +475,11 @@ mod tests {
             write_config_files(&dir, &region).expect("write");
         }
         check_config_files(&dir, &region).expect("committed files match region.env");
-        let config = imagebuilder::load(&dir.join(QEMU_CONFIG)).expect("qemu config");
-        assert_eq!(config.domus.len(), 1);
-        imagebuilder::load(&dir.join("zcu102.config")).expect("zcu102 config");
+        for id in BoardId::ALL {
+            let name = id.board().config;
+            let config = imagebuilder::load(&dir.join(name)).expect(name);
+            assert_eq!(config.domus.len(), 1, "{name}");
+        }
     }
 
     #[test]
@@ -487,6 +534,23 @@ mod tests {
         );
         assert!(cacheable.contains("sramlink,cacheable;"));
         assert!(!domu_dts(&REGION, DomUTree::NoSram).contains("mmio-sram\""));
+    }
+
+    #[test]
+    fn shrink_fragment_cuts_the_node_holding_the_region() {
+        let nodes = vec![
+            ("memory@0".to_string(), vec![(0, 0x8000_0000)]),
+            (
+                "memory@800000000".to_string(),
+                vec![(0x8_0000_0000, 0x8000_0000)],
+            ),
+        ];
+        let fragment = shrink_memory_fragment(&REGION, &nodes).expect("inside");
+        assert!(fragment.contains("memory@0 {\n        reg = <0x0 0x0 0x0 0x7f000000>;"));
+        assert!(!fragment.contains("memory@800000000"));
+        assert!(fragment.contains("sram@7f000000 {"));
+        let elsewhere = vec![("memory@40000000".to_string(), vec![(0x4000_0000, 0x1000)])];
+        assert!(shrink_memory_fragment(&REGION, &elsewhere).is_err());
     }
 
     #[test]

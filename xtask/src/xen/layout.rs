@@ -1,13 +1,9 @@
 //! Boot modules placed in RAM as ImageBuilder places them, and the QEMU command line that loads
 //! Xen, the host DTB and each module.
 
-use super::{CPU_ARGS, MACHINE};
+use crate::board::Board;
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
-
-/// First module address: above Xen (QEMU loads it at 0x4020_0000) and QEMU's DTB
-/// (0x4800_0000).
-pub(super) const MODULES_START: u64 = 0x5000_0000;
 
 /// Module alignment (ImageBuilder's `offset`).
 const MODULE_ALIGN: u64 = 0x20_0000;
@@ -59,11 +55,15 @@ pub fn layout(files: &[(ModuleKind, PathBuf, u64)], start: u64, limit: u64) -> R
     Ok(modules)
 }
 
-/// The full `qemu-system-aarch64` argument list: Xen as the kernel, the host DTB, each module
-/// through the generic loader, the serial console on stdout.
-pub fn qemu_args(xen: &Path, host_dtb: &Path, modules: &[Module]) -> Result<Vec<String>> {
-    let mut args: Vec<String> = vec!["-machine".into(), MACHINE.into()];
-    args.extend(CPU_ARGS.iter().map(|arg| arg.to_string()));
+/// The full `qemu-system-aarch64` argument list: the board's machine, Xen as the kernel, the
+/// host DTB, each module through the generic loader, the serial console on stdout.
+pub fn qemu_args(
+    board: &Board,
+    xen: &Path,
+    host_dtb: &Path,
+    modules: &[Module],
+) -> Result<Vec<String>> {
+    let mut args = board.machine_args();
     args.extend([
         "-kernel".into(),
         xen.display().to_string(),
@@ -82,17 +82,9 @@ pub fn qemu_args(xen: &Path, host_dtb: &Path, modules: &[Module]) -> Result<Vec<
         ));
     }
     args.extend(
-        [
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-monitor",
-            "none",
-            "-no-reboot",
-        ]
-        .iter()
-        .map(|arg| arg.to_string()),
+        ["-display", "none", "-monitor", "none", "-no-reboot"]
+            .iter()
+            .map(|arg| arg.to_string()),
     );
     Ok(args)
 }
@@ -100,6 +92,10 @@ pub fn qemu_args(xen: &Path, host_dtb: &Path, modules: &[Module]) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::board::BoardId;
+
+    /// `virt`'s first module address.
+    const MODULES_START: u64 = 0x5000_0000;
 
     #[test]
     fn modules_are_packed_at_2_mib_boundaries_below_the_limit() {
@@ -125,15 +121,32 @@ mod tests {
             addr: 0x5000_0000,
             size: 1,
         }];
-        let args =
-            qemu_args(Path::new("/w/xen"), Path::new("/w/host.dtb"), &modules).expect("args");
+        let virt = BoardId::Virt.board();
+        let args = qemu_args(
+            virt,
+            Path::new("/w/xen"),
+            Path::new("/w/host.dtb"),
+            &modules,
+        )
+        .expect("args");
         let joined = args.join(" ");
-        assert!(joined.starts_with("-machine virt,virtualization=on,gic-version=3 -cpu cortex-a57 -smp 2 -m 2G -kernel /w/xen -dtb /w/host.dtb"));
+        assert!(joined.starts_with("-machine virt,virtualization=on,gic-version=3 -cpu cortex-a57 -smp 2 -m 2G -serial stdio -kernel /w/xen -dtb /w/host.dtb"));
         assert!(joined.contains("-device loader,file=/w/Image,addr=0x50000000,force-raw=on"));
         let comma = vec![Module {
             path: "/w/a,b".into(),
             ..modules[0].clone()
         }];
-        assert!(qemu_args(Path::new("/w/xen"), Path::new("/w/h.dtb"), &comma).is_err());
+        assert!(qemu_args(virt, Path::new("/w/xen"), Path::new("/w/h.dtb"), &comma).is_err());
+        let zcu102 = qemu_args(
+            BoardId::Zcu102.board(),
+            Path::new("/w/xen"),
+            Path::new("/w/host.dtb"),
+            &modules,
+        )
+        .expect("args")
+        .join(" ");
+        assert!(zcu102.starts_with(
+            "-machine xlnx-zcu102,virtualization=on -smp 2 -m 2G -serial stdio -serial null"
+        ));
     }
 }

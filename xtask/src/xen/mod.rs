@@ -31,12 +31,14 @@ mod checks;
 mod chosen;
 mod config;
 mod dom0_init;
+mod host_dt;
 mod layout;
 mod run;
 
 pub use config::Region;
 
 use crate::GuestIdle;
+use crate::board::BoardId;
 use crate::test::SystemTest;
 use crate::{deps, paths, report};
 use anyhow::Result;
@@ -44,12 +46,6 @@ use dom0_init::Dom0Run;
 use run::{Inputs, run_good, run_no_sram};
 use std::path::PathBuf;
 use std::rc::Rc;
-
-/// QEMU machine (EL2 for Xen, GICv3 which Debian's Xen supports).
-pub(super) const MACHINE: &str = "virt,virtualization=on,gic-version=3";
-
-/// CPU, cores and RAM. Two cores: dom0 (1 vCPU, pinned) and the domU each get one.
-pub(super) const CPU_ARGS: &[&str] = &["-cpu", "cortex-a57", "-smp", "2", "-m", "2G"];
 
 /// Options of `cargo xtask demo --mode xen`.
 pub struct DemoOptions {
@@ -62,6 +58,8 @@ pub struct DemoOptions {
     pub dom0_kernel: Option<PathBuf>,
     /// The guest's idle policy in the main boot (the demo boots once more with the other).
     pub guest_idle: GuestIdle,
+    /// The boards to boot, in order (each boots twice: both guest idle policies).
+    pub boards: Vec<BoardId>,
 }
 
 /// `xen-config/` in the workspace.
@@ -81,19 +79,31 @@ pub fn demo(options: &DemoOptions) -> Result<()> {
         timeout_seconds: 30,
         guest_idle: options.guest_idle,
     };
-    let path = run_good(&inputs, &run, "xen-qemu")?;
-    // A second boot with the guest's other idle policy, to measure what its back-off costs.
-    let other = Dom0Run {
-        guest_idle: options.guest_idle.other(),
-        ..run
-    };
-    let other_path = run_good(&inputs, &other, "xen-qemu-other-guest-idle")?;
-    report::add_guest_idle_comparison(&path, &other_path)?;
-    println!("Xen demo passed; report: {}", path.display());
+    let mut reports = Vec::new();
+    for id in &options.boards {
+        let board = id.board();
+        let path = run_good(board, &inputs, &run, &board.run_name("xen-qemu"))?;
+        // A second boot with the guest's other idle policy, to measure what its back-off costs.
+        let other = Dom0Run {
+            guest_idle: options.guest_idle.other(),
+            ..run
+        };
+        let other_name = board.run_name("xen-qemu-other-guest-idle");
+        let other_path = run_good(board, &inputs, &other, &other_name)?;
+        report::add_guest_idle_comparison(&path, &other_path)?;
+        reports.push(path);
+    }
+    if let [first, second, ..] = reports.as_slice() {
+        report::add_board_comparison(first, second)?;
+    }
+    for path in &reports {
+        println!("Xen demo passed; report: {}", path.display());
+    }
     Ok(())
 }
 
-/// The Xen system tests of `cargo xtask test`: a good run and the domU without its region.
+/// The Xen system tests of `cargo xtask test`, on every board: a good run and the domU without
+/// its region.
 pub fn system_tests() -> Result<Vec<SystemTest<'static>>> {
     deps::ensure_qemu_tools()?;
     let inputs = Rc::new(Inputs::gather(&DemoOptions {
@@ -103,6 +113,7 @@ pub fn system_tests() -> Result<Vec<SystemTest<'static>>> {
         xen: None,
         dom0_kernel: None,
         guest_idle: GuestIdle::Wfe,
+        boards: BoardId::ALL.to_vec(),
     })?);
     let run = Dom0Run {
         count: 100_000,
@@ -112,15 +123,21 @@ pub fn system_tests() -> Result<Vec<SystemTest<'static>>> {
         timeout_seconds: 30,
         guest_idle: GuestIdle::Wfe,
     };
-    let good_inputs = Rc::clone(&inputs);
-    Ok(vec![
-        (
-            "xen-good".to_string(),
-            Box::new(move || run_good(&good_inputs, &run, "xen-qemu-test").map(|_| ())),
-        ),
-        (
-            "xen-domU-without-mmio-sram".to_string(),
-            Box::new(move || run_no_sram(&inputs, "xen-no-sram")),
-        ),
-    ])
+    let mut tests: Vec<SystemTest<'static>> = Vec::new();
+    for id in BoardId::ALL {
+        let board = id.board();
+        let good_inputs = Rc::clone(&inputs);
+        tests.push((
+            board.run_name("xen-good"),
+            Box::new(move || {
+                run_good(board, &good_inputs, &run, &board.run_name("xen-qemu-test")).map(|_| ())
+            }),
+        ));
+        let inputs = Rc::clone(&inputs);
+        tests.push((
+            board.run_name("xen-domU-without-mmio-sram"),
+            Box::new(move || run_no_sram(board, &inputs, &board.run_name("xen-no-sram"))),
+        ));
+    }
+    Ok(tests)
 }

@@ -6,27 +6,19 @@ use super::checks::{
     seen_or_expect, xen_version,
 };
 use super::chosen::chosen_fragment;
-use super::config::{DomUTree, Region, check_config_files, compile_source, tool};
+use super::config::{DomUTree, Region, check_config_files, compile_source};
 use super::dom0_init::{DOM0_DONE_MARKER, DOM0_INIT_MARKER, Dom0Run, dom0_init_script};
-use super::layout::{MODULES_START, ModuleKind, layout, qemu_args};
-use super::{CPU_ARGS, DemoOptions, MACHINE, xen_config_dir};
+use super::host_dt::{self, HostTree};
+use super::layout::{ModuleKind, layout, qemu_args};
+use super::{DemoOptions, xen_config_dir};
+use crate::board::{Board, BoardId, DtbOrigin};
 use crate::imagebuilder;
 use crate::qemu::Qemu;
 use crate::{GuestIdle, artifacts, debs, dtb, initramfs, paths, report};
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
-
-/// The ImageBuilder config the QEMU run uses.
-pub const QEMU_CONFIG: &str = "qemu-virt.config";
-
-/// QEMU's own DTB as dumped, before recipe step 1 is applied.
-const QEMU_DUMPED_DTB: &str = "qemu-virt-dumped.dtb";
-
-/// Recipe step 1 as an overlay (`xen-config/host-sram-overlay.dtso`).
-const HOST_OVERLAY: &str = "host-sram-overlay";
 
 /// Which Xen run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,24 +36,56 @@ pub(super) struct Inputs {
     busybox: PathBuf,
     guest_image: PathBuf,
     peer: PathBuf,
+    /// The DTB of each board whose tree comes from Debian's kernel package.
+    board_dtbs: Vec<(BoardId, PathBuf)>,
 }
 
 impl Inputs {
     /// The user's Xen and dom0 kernel where given (`--xen`, `--dom0-kernel`, checked to
     /// exist), Debian's otherwise (only those downloaded), Debian's busybox, the guest and the
-    /// peer built.
+    /// peer built, and the board DTBs `options.boards` take from Debian's kernel package.
     pub(super) fn gather(options: &DemoOptions) -> Result<Self> {
-        let binaries = debs::fetch(&debs::Own {
-            xen: options.xen.clone(),
-            dom0_kernel: options.dom0_kernel.clone(),
-        })?;
+        let debian_dtbs: Vec<(BoardId, &str)> = options
+            .boards
+            .iter()
+            .filter_map(|id| match id.board().dtb {
+                DtbOrigin::DebianKernel(path) => Some((*id, path)),
+                DtbOrigin::Qemu => None,
+            })
+            .collect();
+        let paths: Vec<&str> = debian_dtbs.iter().map(|(_, path)| *path).collect();
+        let binaries = debs::fetch(
+            &debs::Own {
+                xen: options.xen.clone(),
+                dom0_kernel: options.dom0_kernel.clone(),
+            },
+            &paths,
+        )?;
         Ok(Self {
             xen: binaries.xen,
             dom0_kernel: binaries.dom0_kernel,
             busybox: binaries.busybox,
             guest_image: artifacts::guest_image()?,
             peer: artifacts::peer_aarch64()?,
+            board_dtbs: debian_dtbs
+                .iter()
+                .map(|(id, _)| *id)
+                .zip(binaries.board_dtbs)
+                .collect(),
         })
+    }
+
+    /// The board's DTB when it comes from Debian (`None`: QEMU builds the board's tree).
+    fn board_dtb(&self, board: &Board) -> Result<Option<&Path>> {
+        match board.dtb {
+            DtbOrigin::Qemu => Ok(None),
+            DtbOrigin::DebianKernel(path) => self
+                .board_dtbs
+                .iter()
+                .find(|(id, _)| *id == board.id)
+                .map(|(_, dtb)| Some(dtb.as_path()))
+                .with_context(|| format!("{path} of board {} was not fetched", board.name)),
+        }
     }
 }
 
@@ -69,6 +93,7 @@ impl Inputs {
 struct Prepared {
     args: Vec<String>,
     region: Region,
+    host_tree: HostTree,
 }
 
 /// `dir/name`, refusing names that leave `dir`.
@@ -94,15 +119,22 @@ fn link(target: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Lays out the ImageBuilder root for `config`, builds the initramfs and DTBs, returns the QEMU
-/// arguments.
-fn prepare(case: Case, inputs: &Inputs, run: &Dom0Run, work: &Path) -> Result<Prepared> {
+/// Lays out the ImageBuilder root for the board's config, builds the initramfs and DTBs, returns
+/// the QEMU arguments.
+fn prepare(
+    board: &Board,
+    case: Case,
+    inputs: &Inputs,
+    run: &Dom0Run,
+    work: &Path,
+) -> Result<Prepared> {
     let config_dir = xen_config_dir();
-    let mut config = imagebuilder::load(&config_dir.join(QEMU_CONFIG))?;
+    let config_name = board.config;
+    let mut config = imagebuilder::load(&config_dir.join(config_name))?;
     let region = Region::load()?;
     check_config_files(&config_dir, &region)?;
     if config.domus.len() != 1 {
-        bail!("{QEMU_CONFIG} must define exactly one domU (NUM_DOMUS=1), the sramlink guest");
+        bail!("{config_name} must define exactly one domU (NUM_DOMUS=1), the sramlink guest");
     }
     if case == Case::NoSram {
         config.domus[0].passthrough_dtb = Some(format!("{}.dtb", DomUTree::NoSram.stem()));
@@ -112,7 +144,7 @@ fn prepare(case: Case, inputs: &Inputs, run: &Dom0Run, work: &Path) -> Result<Pr
     *guest_cmd = format!("{guest_cmd} {}", run.guest_idle.bootarg());
     if region.base < config.memory_start || region.end() > config.memory_end {
         bail!(
-            "the region {:#x}+{:#x} is outside RAM {:#x}..{:#x} of {QEMU_CONFIG}",
+            "the region {:#x}+{:#x} is outside RAM {:#x}..{:#x} of {config_name}",
             region.base,
             region.size,
             config.memory_start,
@@ -154,26 +186,19 @@ fn prepare(case: Case, inputs: &Inputs, run: &Dom0Run, work: &Path) -> Result<Pr
     let partial_source = config_dir.join(Path::new(&partial_name).with_extension("dts"));
     compile_source(&partial_source, &partial, false)?;
 
-    // Host DTB (the config's DEVICE_TREE): QEMU's own with recipe step 1 applied on this host
-    // by fdtoverlay, as a board user prepares theirs (u-boot's `fdt apply` is not relied on:
-    // Debian's qemu_arm64 u-boot lacks it and ImageBuilder's script then boots without it).
-    let dumped = work.join(QEMU_DUMPED_DTB);
-    dtb::dump_qemu_dtb(MACHINE, CPU_ARGS, &dumped)?;
-    let overlay = work.join(format!("{HOST_OVERLAY}.dtbo"));
-    compile_source(
-        &config_dir.join(format!("{HOST_OVERLAY}.dtso")),
-        &overlay,
-        true,
-    )?;
+    // Host DTB (the config's DEVICE_TREE): the board's tree as QEMU edits it, with recipe step
+    // 1 applied on this host, as a board user prepares theirs (u-boot's `fdt apply` is not
+    // relied on: Debian's qemu_arm64 u-boot lacks it and ImageBuilder's script then boots
+    // without it).
     let host = in_dir(work, &config.device_tree)?;
-    tool(
-        Command::new("fdtoverlay")
-            .arg("-i")
-            .arg(&dumped)
-            .arg("-o")
-            .arg(&host)
-            .arg(&overlay),
-    )?;
+    let host_tree = host_dt::build(board, inputs.board_dtb(board)?, &xen, &region, work, &host)?;
+    println!(
+        "xtask: {}: recipe step 1 in its {} form (the shrunk /memory {} reaches Xen as {})",
+        board.name,
+        host_tree.carve_out.name(),
+        host_dt::banks_text(&host_tree.shrink_written),
+        host_dt::banks_text(&host_tree.shrink_passed),
+    );
 
     let size = |path: &Path| -> Result<u64> {
         Ok(std::fs::metadata(path)
@@ -191,14 +216,24 @@ fn prepare(case: Case, inputs: &Inputs, run: &Dom0Run, work: &Path) -> Result<Pr
         (ModuleKind::DomUDtb(0), partial.clone(), size(&partial)?),
     ];
     let limit = region.base.min(config.memory_end);
-    let modules = layout(&files, MODULES_START.max(config.memory_start), limit)?;
-    let host_dts = dtb::merge(&dtb::decompile(&host)?, &chosen_fragment(&config, &modules));
+    let modules = layout(&files, board.modules_start.max(config.memory_start), limit)?;
+    // The boot's tree: DEVICE_TREE, then what only QEMU's model of the board needs (kept out of
+    // DEVICE_TREE, which is what a user of the real board would prepare), then /chosen.
+    let mut host_dts = dtb::decompile(&host)?;
+    if let Some((path, fragment)) = host_dt::qemu_only_fragment(board)? {
+        host_dts = dtb::merge(
+            &host_dts,
+            &format!("/* QEMU only, from {}: */\n{fragment}", path.display()),
+        );
+    }
+    let host_dts = dtb::merge(&host_dts, &chosen_fragment(&config, &modules));
     let host_dtb = work.join("host.dtb");
     dtb::compile(&host_dts, &host_dtb)?;
 
     Ok(Prepared {
-        args: qemu_args(&xen, &host_dtb, &modules)?,
+        args: qemu_args(board, &xen, &host_dtb, &modules)?,
         region,
+        host_tree,
     })
 }
 
@@ -222,9 +257,14 @@ impl Timeline {
 }
 
 /// The good run: returns the report path.
-pub(super) fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<PathBuf> {
+pub(super) fn run_good(
+    board: &Board,
+    inputs: &Inputs,
+    run: &Dom0Run,
+    name: &str,
+) -> Result<PathBuf> {
     let work = paths::work_dir(name);
-    let prepared = prepare(Case::Good, inputs, run, &work)?;
+    let prepared = prepare(board, Case::Good, inputs, run, &work)?;
     println!("xtask: qemu-system-aarch64 {}", prepared.args.join(" "));
     let mut qemu = Qemu::spawn(&prepared.args, name)?;
     let mut timeline = Timeline::default();
@@ -339,10 +379,9 @@ pub(super) fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<Pat
         .find_map(|line| report::parse_guest_stats(line));
 
     let mut extra = Map::new();
-    extra.insert(
-        "platform".into(),
-        json!("xen-on-qemu-virt, dom0 peer, dom0less domU guest"),
-    );
+    extra.insert("board".into(), json!(board.name));
+    extra.insert("platform".into(), json!(board.description));
+    extra.insert("carve_out".into(), prepared.host_tree.report());
     extra.insert("xen_version".into(), json!(xen_version(&banner)));
     extra.insert("guest_idle".into(), json!(run.guest_idle.name()));
     extra.insert(
@@ -371,7 +410,7 @@ pub(super) fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<Pat
 
 /// The negative run: the guest without its mmio-sram node must say so and stop, dom0 must stay
 /// up, the peer must give up with an error, and QEMU must shut down cleanly.
-pub(super) fn run_no_sram(inputs: &Inputs, name: &str) -> Result<()> {
+pub(super) fn run_no_sram(board: &Board, inputs: &Inputs, name: &str) -> Result<()> {
     let work = paths::work_dir(name);
     let run = Dom0Run {
         count: 10,
@@ -381,7 +420,7 @@ pub(super) fn run_no_sram(inputs: &Inputs, name: &str) -> Result<()> {
         timeout_seconds: 10,
         guest_idle: GuestIdle::Wfe,
     };
-    let prepared = prepare(Case::NoSram, inputs, &run, &work)?;
+    let prepared = prepare(board, Case::NoSram, inputs, &run, &work)?;
     let mut qemu = Qemu::spawn(&prepared.args, name)?;
     qemu.set_fatal_patterns(&[
         "Kernel panic",
