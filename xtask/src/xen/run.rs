@@ -94,6 +94,8 @@ struct Prepared {
     args: Vec<String>,
     region: Region,
     host_tree: HostTree,
+    /// Xen's console as the config's `XEN_CMD` names it (`dtuart=`).
+    xen_console: Option<String>,
 }
 
 /// `dir/name`, refusing names that leave `dir`.
@@ -234,6 +236,11 @@ fn prepare(
         args: qemu_args(board, &xen, &host_dtb, &modules)?,
         region,
         host_tree,
+        xen_console: config
+            .xen_cmd
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("dtuart="))
+            .map(str::to_string),
     })
 }
 
@@ -381,6 +388,8 @@ pub(super) fn run_good(
     let mut extra = Map::new();
     extra.insert("board".into(), json!(board.name));
     extra.insert("platform".into(), json!(board.description));
+    extra.insert("config".into(), json!(format!("xen-config/{}", board.config)));
+    extra.insert("xen_console".into(), json!(prepared.xen_console));
     extra.insert("carve_out".into(), prepared.host_tree.report());
     extra.insert("xen_version".into(), json!(xen_version(&banner)));
     extra.insert("guest_idle".into(), json!(run.guest_idle.name()));
