@@ -1,5 +1,7 @@
-//! Xen on QEMU: the guest as a dom0less domU, the peer in a Linux dom0, all driven by the
-//! ImageBuilder config `xen-config/qemu-virt.config` and the region in `xen-config/region.env`.
+//! Xen on QEMU: the guest as a dom0less domU, the peer in a Linux dom0, on a board of
+//! [`crate::board`] (`virt`, drawn below, or the emulated ZCU102), driven by the board's
+//! ImageBuilder config (`xen-config/qemu-virt.config`, `xen-config/zcu102.config`) and the region
+//! in `xen-config/region.env`.
 //!
 //! ```text
 //!  qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -smp 2 -m 2G
@@ -14,9 +16,10 @@
 //!
 //! Run flow: fetch Debian's arm64 Xen/kernel/busybox ([`crate::debs`]) → build guest and peer →
 //! lay the files out in a work directory under the config's names (an ImageBuilder `-d` root) →
-//! the config's `DEVICE_TREE` = QEMU's dumped DTB with `host-sram-overlay.dtso` applied
-//! (fdtoverlay) → that plus the `/chosen` dom0less nodes with the real file sizes → boot with
-//! each module loaded by QEMU's generic loader → follow the console stage by stage.
+//! the config's `DEVICE_TREE` = the board's tree as QEMU edits it (dumped) with recipe step 1
+//! in the form that survives QEMU ([`host_dt`]) → that plus the board's QEMU-only fragment, if
+//! any, and the `/chosen` dom0less nodes with the real file sizes → boot with each module
+//! loaded by QEMU's generic loader → follow the console stage by stage.
 //!
 //! The device-tree sources in `xen-config/` are generated from `region.env` by
 //! [`config::config_files`]; a unit test fails when they drift, and
@@ -24,8 +27,11 @@
 //!
 //! Each file does one job: [`config`] the region and the device-tree sources generated from it,
 //! [`layout`] where the boot modules go and the QEMU command line that loads them, [`chosen`]
-//! the `/chosen` dom0less nodes, [`dom0_init`] dom0's init script, [`run`] preparing and
-//! following a boot, [`checks`] reading its console and checking what each side saw.
+//! the `/chosen` dom0less nodes, [`host_dt`] the host device tree (recipe step 1's form, the
+//! QEMU-only fragment), [`dom0_init`] dom0's init script, [`run`] preparing and following a
+//! boot, [`checks`] reading its console and checking what each side saw. A new board is an entry
+//! in [`crate::board`] and its config; a new run type is a function in [`run`] listed in
+//! [`system_tests`] or [`demo`].
 
 mod checks;
 mod chosen;

@@ -388,7 +388,10 @@ pub(super) fn run_good(
     let mut extra = Map::new();
     extra.insert("board".into(), json!(board.name));
     extra.insert("platform".into(), json!(board.description));
-    extra.insert("config".into(), json!(format!("xen-config/{}", board.config)));
+    extra.insert(
+        "config".into(),
+        json!(format!("xen-config/{}", board.config)),
+    );
     extra.insert("xen_console".into(), json!(prepared.xen_console));
     extra.insert("carve_out".into(), prepared.host_tree.report());
     extra.insert("xen_version".into(), json!(xen_version(&banner)));
