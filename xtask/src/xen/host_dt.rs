@@ -266,4 +266,33 @@ mod tests {
         assert!(overlaps(&[(0, 0x8000_0000)], &region));
         assert!(!overlaps(&[(0, 0x7f00_0000)], &region));
     }
+
+    #[test]
+    fn qemu_only_fragments_stay_out_of_the_board_files() {
+        let dir = xen_config_dir();
+        let fragment = qemu_only_fragment(crate::board::BoardId::Zcu102.board())
+            .expect("reads")
+            .expect("the emulated ZCU102 has one");
+        assert!(
+            fragment.1.starts_with("/*\n * QEMU ONLY"),
+            "{}",
+            fragment.0.display()
+        );
+        assert!(fragment.1.contains("0xf902f000"));
+        // No board file (device-tree sources, ImageBuilder configs) carries or includes it.
+        for entry in std::fs::read_dir(&dir).expect("xen-config") {
+            let path = entry.expect("entry").path();
+            let board_file = path.extension().is_some_and(|ext| {
+                ["dts", "dtsi", "dtso", "config"].contains(&ext.to_str().unwrap_or(""))
+            });
+            if board_file {
+                let text = std::fs::read_to_string(&path).expect("readable");
+                assert!(
+                    !text.contains("f902f000") && !text.contains(QEMU_ONLY_DIR),
+                    "{} carries QEMU-only device-tree content",
+                    path.display()
+                );
+            }
+        }
+    }
 }
