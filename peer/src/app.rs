@@ -96,6 +96,7 @@ fn run(
         timeout: cli.timeout,
         stop_guest: cli.stop_guest,
         policy: cli.backoff_policy(),
+        progress: cli.progress,
     };
     session::run(&region, &options, report)
 }

@@ -52,6 +52,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds, global = true)]
     pub timeout: Duration,
 
+    /// While messages move, print `sramlink-peer: progress: …` to stderr at most every SECS
+    /// seconds (for a supervisor that judges a run by its console, like `cargo xtask`).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, global = true)]
+    pub progress: Option<Duration>,
+
     /// At the end, send Stop, wait for the guest's Stats and include them in the report.
     #[arg(long, global = true)]
     pub stop_guest: bool,

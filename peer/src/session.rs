@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub stop_guest: bool,
     /// How to wait when idle.
     pub policy: BackoffPolicy,
+    /// Print a progress line to stderr at most this often while messages move.
+    pub progress: Option<Duration>,
 }
 
 /// Waits until the guest has created the region and declared itself Ready, then declares
@@ -259,6 +261,7 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         self.check_sizes()?;
         let mut backoff = Backoff::new(self.options.policy);
         let mut last_progress = Instant::now();
+        let mut last_report = last_progress;
         while !self.finished() {
             let sent = self.send_pass()?;
             self.producer.publish();
@@ -267,6 +270,19 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
             if sent || received {
                 backoff.reset();
                 last_progress = Instant::now();
+                if self
+                    .options
+                    .progress
+                    .is_some_and(|every| last_progress.duration_since(last_report) >= every)
+                {
+                    last_report = last_progress;
+                    eprintln!(
+                        "sramlink-peer: progress: {} {} sent, {} received",
+                        self.options.mode.name(),
+                        self.counts.sent,
+                        self.counts.received
+                    );
+                }
                 continue;
             }
             if let Err(error) = self.check_guest_alive() {

@@ -50,6 +50,7 @@ fn options(mode: Mode) -> RunOptions {
         timeout: TIMEOUT,
         stop_guest: true,
         policy: BackoffPolicy::Sleep,
+        progress: None,
     }
 }
 

@@ -153,7 +153,12 @@ pub fn host_reserved_memory_dtsi(region: &Region) -> String {
 /// host with `fdtoverlay` (the launcher does so on every run).
 pub fn host_overlay_dtso(region: &Region) -> String {
     format!(
-        "/dts-v1/;\n/plugin/;\n\n{note}\n&{{/}} {{\n{reserved}\n{sram}}};\n",
+        "/dts-v1/;\n/plugin/;\n\n{note}\n&{{/}} {{\n{cells}\n{reserved}\n{sram}}};\n",
+        cells = "    /* The root's cells on both boards (QEMU virt and ZynqMP have 2 and 2). An overlay does\n     \
+                 * not see the tree it is applied to: stated here, dtc checks the reg values\n     \
+                 * below and compiles this without warnings. A board whose root has other cell\n     \
+                 * counts needs the reg values rewritten, not just these two lines. */\n    \
+                 #address-cells = <0x2>;\n    #size-cells = <0x2>;\n",
         note = generated_note(
             "sramlink host device-tree change (recipe step 1) as an overlay: the same nodes as\n * \
              host-sram-reserved-memory.dtsi. Compile: dtc -@ -I dts -O dtb -o host-sram-overlay.dtbo\n * \
@@ -505,6 +510,16 @@ mod tests {
             compile_source(&source, &out, name.ends_with(".dtso"))
                 .unwrap_or_else(|error| panic!("{name} does not compile: {error:#}"));
         }
+        // The overlay compiles without a warning with the command the README gives users.
+        let overlay = dir.join("host-sram-overlay.dtso");
+        let output = Command::new("dtc")
+            .args(["-@", "-I", "dts", "-O", "dtb", "-o"])
+            .arg(dir.join("warnings.dtbo"))
+            .arg(&overlay)
+            .output()
+            .expect("dtc runs");
+        assert!(output.status.success());
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 

@@ -7,6 +7,8 @@ use crate::{GuestIdle, plan};
 pub(super) const DOM0_INIT_MARKER: &str = "SRAMLINK-DOM0: init";
 
 pub(super) const DOM0_DONE_MARKER: &str = "SRAMLINK-DOM0: done rc=";
+/// How often the peer in dom0 reports progress on the console during an exchange.
+const PEER_PROGRESS_SECONDS: u32 = 10;
 
 /// What dom0's init runs.
 #[derive(Clone, Copy, Debug)]
@@ -28,8 +30,10 @@ pub struct Dom0Run {
 /// dom0's `/init`: mounts, reports what dom0 sees of the region, runs the peer against the
 /// region it discovers in /proc/device-tree, prints the peer's exit code and powers off.
 pub fn dom0_init_script(run: &Dom0Run) -> String {
+    // `--progress`: a line every few seconds while messages move, so the stage that waits for
+    // the exchange sees progress on the console (its limit is the time without any).
     let peer = format!(
-        "/bin/sramlink-peer --json --timeout {}",
+        "/bin/sramlink-peer --json --timeout {} --progress {PEER_PROGRESS_SECONDS}",
         run.timeout_seconds
     );
     let runs = if run.every_mode {
@@ -90,7 +94,7 @@ mod tests {
             guest_idle: GuestIdle::Wfe,
         });
         assert!(script.starts_with("#!/bin/busybox sh\n"));
-        let last = "/bin/sramlink-peer --json --timeout 30 --stop-guest --busy-poll ping --count 100000 --size 64\nrun_rc=$?\n[ \"$rc\" -eq 0 ] && rc=$run_rc\n";
+        let last = "/bin/sramlink-peer --json --timeout 30 --progress 10 --stop-guest --busy-poll ping --count 100000 --size 64\nrun_rc=$?\n[ \"$rc\" -eq 0 ] && rc=$run_rc\n";
         assert!(script.contains(last), "{script}");
         // Every mode runs before the last ping, which alone stops the guest.
         let at = |needle: &str| script.find(needle).unwrap_or(usize::MAX);
