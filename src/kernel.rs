@@ -48,7 +48,7 @@ use sramlink::paging::{PageTables, Table};
 use sramlink::range::PhysRange;
 use sramlink::shared_region::{self, RegionError, SharedRegion, Surroundings};
 use sramlink_ring::service::Service;
-use sramlink_ring::{Direction, Region, Role, SideState, VolatileMemory};
+use sramlink_ring::{Direction, MemoryType, Region, Role, SideState, VolatileMemory};
 
 use crate::arch::{cpu, layout, mmu, psci, timer};
 use crate::console;
@@ -338,12 +338,17 @@ fn kernel_main(boot: BootInfo) -> ! {
     let idle_policy = boot.platform.idle.unwrap_or_else(|error| fatal(&error));
     println!("sramlink: idle policy: {}", idle_policy.name());
     // SAFETY: `map_guest` identity-mapped the region read/write (Device-nGnRE, or Normal WB when
-    // cacheable; both take aligned 32/64-bit accesses) for the kernel's life, and no other code
-    // of the guest touches it.
+    // cacheable: then payloads may be copied with memcpy) for the kernel's life, and no other
+    // code of the guest touches it.
     let memory = unsafe {
-        VolatileMemory::new(
+        VolatileMemory::with_type(
             region.range.start() as *mut u8,
             region.range.size() as usize,
+            if region.cacheable {
+                MemoryType::Normal
+            } else {
+                MemoryType::Device
+            },
         )
     }
     .unwrap_or_else(|error| fatal(&error));

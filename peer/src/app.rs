@@ -83,12 +83,15 @@ fn run(
     let mapping = map_region(cli, report, notes)?;
     // `memory` and the `region` built from it are declared after `mapping`, so they are
     // dropped before it at the end of this function, and the session ends inside it. File
-    // mappings are normal memory and /dev/mem mappings Device memory; both take aligned 32-
-    // and 64-bit accesses.
+    // mappings are normal memory (payloads copied with memcpy) and /dev/mem mappings Device
+    // memory (aligned 32- and 64-bit accesses only); `memory_type` says which.
     // SAFETY: `mapping` is a live read/write mapping of `len` bytes that outlives every use of
-    // `memory`, touched by nothing in this program but the VolatileMemory handle.
-    let memory = unsafe { VolatileMemory::new(mapping.as_ptr(), mapping.len()) }
-        .map_err(|error| PeerError::region(error.to_string()))?;
+    // `memory`, touched by nothing in this program but the VolatileMemory handle, and of the
+    // memory type `memory_type` reports.
+    let memory = unsafe {
+        VolatileMemory::with_type(mapping.as_ptr(), mapping.len(), mapping.memory_type())
+    }
+    .map_err(|error| PeerError::region(error.to_string()))?;
     let region = session::attach(memory, cli.timeout, cli.backoff_policy())?;
     *attached = true;
     let options = RunOptions {

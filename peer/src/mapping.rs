@@ -39,6 +39,15 @@ impl MappedRegion {
         self.len
     }
 
+    /// How this side may copy payloads: a file mapping is Normal (cacheable) memory, a
+    /// `/dev/mem` mapping (`O_SYNC`) Device memory or Normal Non-cacheable: word accesses only.
+    pub fn memory_type(&self) -> sramlink_ring::MemoryType {
+        match self.backing {
+            Backing::File(_) => sramlink_ring::MemoryType::Normal,
+            Backing::DevMem => sramlink_ring::MemoryType::Device,
+        }
+    }
+
     /// Whether the mapping is empty (never: sizes are checked to be non-zero).
     pub fn is_empty(&self) -> bool {
         self.len == 0

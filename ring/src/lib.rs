@@ -31,9 +31,13 @@
 //!
 //! # Memory access
 //!
-//! Every shared access goes through [`SharedMemory`] as an aligned `u32`/`u64` load or store;
-//! [`VolatileMemory`] does them with `read_volatile`/`write_volatile`, so Device memory works
-//! (no `memcpy`, no unaligned or `DC ZVA` accesses). Payload bytes move as whole `u64` words.
+//! Every shared access goes through [`SharedMemory`]: indices, state words and record headers
+//! as aligned `u32`/`u64` loads and stores, payloads as one whole-word copy per record
+//! ([`SharedMemory::store_words`]/[`SharedMemory::load_words`], range checked once).
+//! [`VolatileMemory`] has two backends, chosen by the mapping ([`MemoryType`]): on Device memory
+//! every access is an aligned `read_volatile`/`write_volatile` (no `memcpy`, no unaligned or
+//! `DC ZVA` accesses); on Normal (cacheable) memory payloads longer than 64 bytes are copied
+//! with `copy_nonoverlapping`. The ring algorithm and its barriers are the same on both.
 //!
 //! # Modules
 //!
@@ -57,6 +61,6 @@ pub mod ring;
 pub mod service;
 
 pub use error::{Error, RecvError, SendError};
-pub use memory::{AtomicMemory, Fence, SharedMemory, VolatileMemory};
+pub use memory::{AtomicMemory, Fence, MemoryType, SharedMemory, VolatileMemory};
 pub use region::{Direction, Geometry, Region, RingGeometry, Role, SideState};
 pub use ring::{Consumer, Producer, ReadSlot, WriteSlot};

@@ -103,6 +103,7 @@ impl<M: SharedMemory> Producer<M> {
     }
 
     /// Copies `msg` into the ring as one record and publishes it.
+    #[inline(always)]
     pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
         let mut slot = self.reserve(msg.len())?;
         let written = slot.write(msg);
@@ -117,6 +118,7 @@ impl<M: SharedMemory> Producer<M> {
     /// Fill the slot with [`WriteSlot::write`] and [`WriteSlot::commit`] it; commits become
     /// visible to the consumer at the next [`Producer::publish`]. A slot dropped without
     /// commit leaves no message (only, possibly, a padding record, which is harmless).
+    #[inline(always)]
     pub fn reserve(&mut self, len: usize) -> Result<WriteSlot<'_, M>, SendError> {
         if let Some(error) = self.fault {
             return Err(SendError::Protocol(error));
@@ -163,6 +165,7 @@ impl<M: SharedMemory> Producer<M> {
 
     /// Makes every committed record visible to the consumer: one barrier and one store of the
     /// producer index, and nothing at all when nothing was committed since the last publish.
+    #[inline(always)]
     pub fn publish(&mut self) {
         if self.fault.is_some() || self.head == self.published {
             return;
@@ -182,6 +185,7 @@ impl<M: SharedMemory> Producer<M> {
     }
 
     /// Free bytes according to the cached consumer index.
+    #[inline(always)]
     fn free(&self) -> u32 {
         let used = self.head.wrapping_sub(self.cached_consumer);
         debug_assert!(used <= self.ring.size);
@@ -191,6 +195,11 @@ impl<M: SharedMemory> Producer<M> {
     /// Reads the shared consumer index (once), validates it, and caches it.
     fn refresh_consumer(&mut self) -> Result<(), Error> {
         let consumer = self.memory.load_u32(self.ring.consumer_index);
+        if consumer == self.cached_consumer {
+            // Nothing released since the last look: no new space, so no stores to order after
+            // this load and no barrier (a full ring polled in a loop costs loads only).
+            return Ok(());
+        }
         // The consumer can only release what we published, and never goes back.
         let advance = consumer.wrapping_sub(self.cached_consumer);
         if consumer % 8 != 0 || advance > self.published.wrapping_sub(self.cached_consumer) {
@@ -236,20 +245,28 @@ impl<M: SharedMemory> WriteSlot<'_, M> {
 
     /// Appends `bytes` to the payload; returns how many fit (all, unless the capacity ends).
     ///
-    /// The 8-byte aligned middle of `bytes` is read as whole words, so copies stay word-sized
-    /// even on strict-alignment targets; each shared word is stored once.
+    /// Bytes that complete a word begun by an earlier call go first, then every whole word in
+    /// one [`SharedMemory::store_words`] (one range check, and a plain copy on Normal
+    /// memory), then the last 0–7 bytes wait in a register for the next call or
+    /// [`WriteSlot::commit`]. Each shared word is stored once.
+    #[inline(always)]
     pub fn write(&mut self, bytes: &[u8]) -> usize {
         let count = bytes.len().min(self.capacity - self.written);
-        // SAFETY: `u8` and `u64` are plain integers: any 8 initialised bytes are a valid
-        // `u64`, and `align_to` only puts in-bounds, 8-aligned words into the middle slice.
-        let (prefix, words, suffix) = unsafe { bytes[..count].align_to::<u64>() };
-        for byte in prefix {
+        let mut bytes = &bytes[..count];
+        while self.written % 8 != 0 {
+            let Some((byte, rest)) = bytes.split_first() else {
+                return count;
+            };
             self.push_byte(*byte);
+            bytes = rest;
         }
-        for word in words {
-            self.push_word(u64::from_le(*word));
+        let (words, tail) = bytes.split_at(bytes.len() & !7);
+        if !words.is_empty() {
+            let at = self.record + RECORD_HEADER_BYTES + self.written;
+            self.producer.memory.store_words(at, words);
+            self.written += words.len();
         }
-        for byte in suffix {
+        for byte in tail {
             self.push_byte(*byte);
         }
         count
@@ -295,6 +312,7 @@ impl<M: SharedMemory> WriteSlot<'_, M> {
 
     /// Finishes the record with the bytes written so far (its `len` is [`Self::written`]).
     /// Visible to the consumer after the next [`Producer::publish`].
+    #[inline(always)]
     pub fn commit(self) {
         let payload = self.record + RECORD_HEADER_BYTES;
         if self.written % 8 != 0 {
@@ -356,6 +374,7 @@ impl<M: SharedMemory> Consumer<M> {
 
     /// Copies the next message into `buf`, releases it and publishes the consumer index.
     /// `Ok(None)`: nothing published. A message longer than `buf` stays in the ring.
+    #[inline(always)]
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, RecvError> {
         let result = match self.read()? {
             None => Ok(None),
@@ -377,6 +396,7 @@ impl<M: SharedMemory> Consumer<M> {
     /// The slot's bytes stay valid (the producer cannot reuse them) until
     /// [`ReadSlot::release`] and the next [`Consumer::publish`]. Dropping the slot without
     /// release leaves the message to be read again.
+    #[inline(always)]
     pub fn read(&mut self) -> Result<Option<ReadSlot<'_, M>>, Error> {
         if let Some(error) = self.fault {
             return Err(error);
@@ -437,6 +457,7 @@ impl<M: SharedMemory> Consumer<M> {
 
     /// Hands every released byte back to the producer: one barrier and one store of the
     /// consumer index, nothing when nothing was released since the last publish.
+    #[inline(always)]
     pub fn publish(&mut self) {
         if self.fault.is_some() || self.tail == self.released {
             return;
@@ -453,6 +474,12 @@ impl<M: SharedMemory> Consumer<M> {
     /// something to read.
     fn refresh_producer(&mut self) -> Result<bool, Error> {
         let producer = self.memory.load_u32(self.ring.producer_index);
+        if producer == self.cached_producer {
+            // Nothing published since the last look (the caller found `tail == cached_producer`):
+            // empty, no record loads to order after this load, so no barrier. An empty poll
+            // costs one load.
+            return Ok(false);
+        }
         // Bytes the producer claims are in use, counted from what we published: at most the
         // ring size, and never fewer than it already claimed (indices only move forward).
         let in_use = producer.wrapping_sub(self.released);
@@ -498,6 +525,7 @@ impl<M: SharedMemory> ReadSlot<'_, M> {
 
     /// Copies payload bytes starting at `offset` into `buf`; returns how many (fewer than
     /// `buf.len()` when the payload ends first, 0 when `offset >= len`).
+    #[inline(always)]
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> usize {
         if offset >= self.len {
             return 0;
@@ -523,6 +551,7 @@ impl<M: SharedMemory> ReadSlot<'_, M> {
 
     /// Consumes the message; its bytes go back to the producer at the next
     /// [`Consumer::publish`].
+    #[inline(always)]
     pub fn release(self) {
         let consumer = self.consumer;
         consumer.tail = consumer.tail.wrapping_add(self.record);
@@ -531,69 +560,34 @@ impl<M: SharedMemory> ReadSlot<'_, M> {
 }
 
 /// Copies `buf.len()` bytes from payload byte `start` on (payload at region offset `payload`,
-/// 8-aligned) with aligned `u64` loads, each shared word loaded once; the last word may
-/// extend into the record's padding, never past the record. The 8-aligned middle of `buf` is
-/// written as whole words.
+/// 8-aligned), each shared word loaded once: the bytes before the first word boundary from one
+/// `load_u64`, the whole words in one [`SharedMemory::load_words`], the last 0–7 bytes from one
+/// `load_u64` (that word may extend into the record's padding, never past the record).
+#[inline(always)]
 fn copy_out<M: SharedMemory>(memory: &M, payload: usize, start: usize, buf: &mut [u8]) {
-    if buf.is_empty() {
-        return;
-    }
-    let mut reader = WordReader {
-        memory,
-        payload,
-        position: start,
-        // The word holding `position`, valid while `position % 8 != 0`.
-        word: if start % 8 != 0 {
-            memory.load_u64(payload + (start & !7))
-        } else {
-            0
-        },
-    };
-    // SAFETY: `u8` and `u64` are plain integers: any bit pattern is valid for both, and
-    // `align_to_mut` only puts in-bounds, 8-aligned words into the middle slice.
-    let (prefix, words, suffix) = unsafe { buf.align_to_mut::<u64>() };
-    for byte in prefix {
-        *byte = reader.next_byte();
-    }
-    for word in words {
-        *word = reader.next_word().to_le();
-    }
-    for byte in suffix {
-        *byte = reader.next_byte();
-    }
-}
-
-/// Sequential reader of payload bytes from shared memory, one aligned load per word.
-struct WordReader<'m, M> {
-    memory: &'m M,
-    payload: usize,
-    position: usize,
-    word: u64,
-}
-
-impl<M: SharedMemory> WordReader<'_, M> {
-    #[inline(always)]
-    fn next_byte(&mut self) -> u8 {
-        let within = self.position % 8;
-        if within == 0 {
-            self.word = self.memory.load_u64(self.payload + self.position);
+    let mut position = start;
+    let mut buf = buf;
+    let within = position % 8;
+    if within != 0 && !buf.is_empty() {
+        let word = memory.load_u64(payload + position - within);
+        let count = (8 - within).min(buf.len());
+        let (head, rest) = buf.split_at_mut(count);
+        for (index, byte) in head.iter_mut().enumerate() {
+            *byte = (word >> (8 * (within + index))) as u8;
         }
-        self.position += 1;
-        (self.word >> (8 * within)) as u8
+        position += count;
+        buf = rest;
     }
-
-    #[inline(always)]
-    fn next_word(&mut self) -> u64 {
-        let within = self.position % 8;
-        let aligned = self.payload + self.position - within;
-        self.position += 8;
-        if within == 0 {
-            self.memory.load_u64(aligned)
-        } else {
-            let shift = 8 * within as u32;
-            let low = self.word >> shift;
-            self.word = self.memory.load_u64(aligned + 8);
-            low | (self.word << (64 - shift))
+    let whole = buf.len() & !7;
+    let (words, tail) = buf.split_at_mut(whole);
+    if !words.is_empty() {
+        memory.load_words(payload + position, words);
+        position += whole;
+    }
+    if !tail.is_empty() {
+        let word = memory.load_u64(payload + position);
+        for (index, byte) in tail.iter_mut().enumerate() {
+            *byte = (word >> (8 * index)) as u8;
         }
     }
 }

@@ -14,6 +14,10 @@
 //! → `fence(Release)`, `Full` (`dmb ish`) → `fence(SeqCst)`. A C++ release fence also orders
 //! earlier loads, which `dmb ishst` does not; the producer's publish only needs its earlier
 //! stores ordered, so the model does not lean on that difference.
+//!
+//! Every ring model runs twice, once per memory backend: payload copies as one `u64` access
+//! per word in order (Device) and as a copy in any order (Normal: `memcpy` may go backwards;
+//! the model copies last word first).
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
@@ -33,17 +37,29 @@ struct Inner {
     rings: [Vec<UnsafeCell<u64>>; 2],
 }
 
+/// How payload copies are modelled, after the two backends of `sramlink_ring::memory`.
+#[derive(Clone, Copy, Debug)]
+enum Copies {
+    /// One `store_u64`/`load_u64` per word, in order (Device memory).
+    Words,
+    /// Any order (Normal memory, `memcpy`): last word first.
+    Reversed,
+}
+
 /// The region as loom objects; offsets outside the header and the two data areas panic.
 #[derive(Clone)]
-struct LoomMemory(Arc<Inner>);
+struct LoomMemory(Arc<Inner>, Copies);
 
 impl LoomMemory {
-    fn new() -> Self {
+    fn new(copies: Copies) -> Self {
         let cells = || (0..RING_BYTES / 8).map(|_| UnsafeCell::new(0)).collect();
-        LoomMemory(Arc::new(Inner {
-            header: (0..HEADER_BYTES / 4).map(|_| AtomicU32::new(0)).collect(),
-            rings: [cells(), cells()],
-        }))
+        LoomMemory(
+            Arc::new(Inner {
+                header: (0..HEADER_BYTES / 4).map(|_| AtomicU32::new(0)).collect(),
+                rings: [cells(), cells()],
+            }),
+            copies,
+        )
     }
 
     fn cell(&self, off: usize) -> &UnsafeCell<u64> {
@@ -99,6 +115,31 @@ impl SharedMemory for LoomMemory {
         }
     }
 
+    fn store_words(&self, off: usize, bytes: &[u8]) {
+        let words = bytes.chunks_exact(8).enumerate();
+        let store = |(index, chunk): (usize, &[u8])| {
+            self.store_u64(
+                off + 8 * index,
+                u64::from_le_bytes(chunk.try_into().unwrap()),
+            )
+        };
+        match self.1 {
+            Copies::Words => words.for_each(store),
+            Copies::Reversed => words.rev().for_each(store),
+        }
+    }
+
+    fn load_words(&self, off: usize, buf: &mut [u8]) {
+        let words = buf.chunks_exact_mut(8).enumerate();
+        let load = |(index, chunk): (usize, &mut [u8])| {
+            chunk.copy_from_slice(&self.load_u64(off + 8 * index).to_le_bytes())
+        };
+        match self.1 {
+            Copies::Words => words.for_each(load),
+            Copies::Reversed => words.rev().for_each(load),
+        }
+    }
+
     fn fence(&self, kind: Fence) {
         fence(match kind {
             Fence::Acquire => Ordering::Acquire,
@@ -119,6 +160,13 @@ fn message(seed: u8, len: usize) -> Vec<u8> {
     (0..len).map(|index| seed ^ (index as u8 * 3)).collect()
 }
 
+/// Runs `model` under loom once per memory backend.
+fn on_both_backends(model: fn(Copies)) {
+    for copies in [Copies::Words, Copies::Reversed] {
+        loom::model(move || model(copies));
+    }
+}
+
 /// Three messages, the third wrapping behind a padding record once the first is released;
 /// the producer publishes once per message.
 #[test]
@@ -126,8 +174,8 @@ fn send_recv_with_wrap() {
     // Records: 32 (24 bytes), 24 (16 bytes), then 16 (8 bytes) does not fit in the last 8:
     // padding, and the record at offset 0 reuses the first message's bytes.
     const LENS: [usize; 3] = [24, 16, 8];
-    loom::model(|| {
-        let memory = LoomMemory::new();
+    on_both_backends(|copies| {
+        let memory = LoomMemory::new(copies);
         let guest = Region::create(memory.clone(), geometry()).unwrap();
         let peer = Region::attach(memory).unwrap();
         let (mut producer, _) = guest.endpoints(Role::Guest);
@@ -165,8 +213,8 @@ fn send_recv_with_wrap() {
 /// both with one publish, then the producer reuses the space.
 #[test]
 fn batch_publish_and_zero_copy() {
-    loom::model(|| {
-        let memory = LoomMemory::new();
+    on_both_backends(|copies| {
+        let memory = LoomMemory::new(copies);
         let guest = Region::create(memory.clone(), geometry()).unwrap();
         let peer = Region::attach(memory).unwrap();
         let (mut producer, _) = guest.endpoints(Role::Guest);
@@ -219,7 +267,7 @@ fn batch_publish_and_zero_copy() {
 #[test]
 fn attach_sees_a_complete_header() {
     loom::model(|| {
-        let memory = LoomMemory::new();
+        let memory = LoomMemory::new(Copies::Words);
         let creator_memory = memory.clone();
         let creator = thread::spawn(move || {
             let region = Region::create(creator_memory, geometry()).unwrap();

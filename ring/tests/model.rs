@@ -9,9 +9,9 @@ mod common;
 
 use std::collections::VecDeque;
 
-use common::linked_pair;
+use common::{linked_pair, small_geometry};
 use proptest::prelude::*;
-use sramlink_ring::{Role, SendError};
+use sramlink_ring::{MemoryType, Region, Role, SendError, SharedMemory, VolatileMemory};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -124,8 +124,37 @@ fn op_strategy(max_len: usize) -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The same operations on each memory backend: atomic words, and a raw buffer mapped as
+/// Device (volatile words) and as Normal memory (plain payload copies).
 fn run(ring_bytes: usize, ops: &[Op]) -> Result<(), TestCaseError> {
     let (guest, peer) = linked_pair(ring_bytes);
+    run_on(&guest, &peer, ring_bytes, ops)?;
+    for memory_type in [MemoryType::Device, MemoryType::Normal] {
+        let geometry = small_geometry(ring_bytes);
+        let mut backing = vec![0u64; geometry.region_bytes / 8];
+        // SAFETY: `backing` outlives both regions (dropped at the end of this iteration, after
+        // them) and is accessed only through `memory`; a heap buffer is Normal memory.
+        let memory = unsafe {
+            VolatileMemory::with_type(
+                backing.as_mut_ptr().cast(),
+                geometry.region_bytes,
+                memory_type,
+            )
+        }
+        .unwrap();
+        let guest = Region::create(memory.clone(), geometry).unwrap();
+        let peer = Region::attach(memory).unwrap();
+        run_on(&guest, &peer, ring_bytes, ops)?;
+    }
+    Ok(())
+}
+
+fn run_on<M: SharedMemory + Clone>(
+    guest: &Region<M>,
+    peer: &Region<M>,
+    ring_bytes: usize,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
     let (mut producer, _) = guest.endpoints(Role::Guest);
     let (_, mut consumer) = peer.endpoints(Role::Peer);
     let mut model = Model::new(ring_bytes);
@@ -204,7 +233,11 @@ fn run(ring_bytes: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                     match (slot, expected) {
                         (Some(slot), Some(expected)) => {
                             prop_assert_eq!(slot.len(), expected.len());
-                            let count = slot.read(0, &mut buf);
+                            // In two pieces from an odd offset, to exercise the partial words.
+                            let split = (expected.len() / 3) | 1;
+                            let first = slot.read(0, &mut buf[..split]);
+                            let count = first + slot.read(first, &mut buf[first..]);
+                            prop_assert_eq!(count, expected.len());
                             prop_assert_eq!(&buf[..count], &expected[..]);
                             slot.release();
                         }

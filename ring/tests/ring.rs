@@ -8,8 +8,8 @@ use sramlink_ring::layout::{
     OFF_REGION_BYTES, OFF_RING_COUNT, OFF_VERSION_MAJOR,
 };
 use sramlink_ring::{
-    Direction, Error, Geometry, RecvError, Region, Role, SendError, SharedMemory, SideState,
-    VolatileMemory,
+    Direction, Error, Geometry, MemoryType, RecvError, Region, Role, SendError, SharedMemory,
+    SideState, VolatileMemory,
 };
 
 const RING0_DATA: usize = 0x1000;
@@ -406,11 +406,28 @@ fn endpoints_resume_from_the_shared_indices() {
 
 #[test]
 fn volatile_memory_carries_the_ring() {
+    carries_the_ring(MemoryType::Device);
+}
+
+#[test]
+fn normal_memory_carries_the_ring() {
+    carries_the_ring(MemoryType::Normal);
+}
+
+fn carries_the_ring(memory_type: MemoryType) {
     let geometry = small_geometry(256);
     let mut backing = vec![0u64; geometry.region_bytes / 8];
-    // SAFETY: `backing` outlives every use of `memory` below and is not otherwise accessed.
-    let memory =
-        unsafe { VolatileMemory::new(backing.as_mut_ptr().cast(), geometry.region_bytes) }.unwrap();
+    // SAFETY: `backing` outlives every use of `memory` below and is not otherwise accessed; a
+    // heap buffer is Normal memory, so either memory type is right for it.
+    let memory = unsafe {
+        VolatileMemory::with_type(
+            backing.as_mut_ptr().cast(),
+            geometry.region_bytes,
+            memory_type,
+        )
+    }
+    .unwrap();
+    assert_eq!(memory.memory_type(), memory_type);
     let guest = Region::create(memory.clone(), geometry).unwrap();
     let peer = Region::attach(memory).unwrap();
     let (mut producer, _) = guest.endpoints(Role::Guest);

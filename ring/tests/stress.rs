@@ -8,7 +8,8 @@ use std::thread;
 use common::{Rng, heap_memory, small_geometry};
 use sramlink_ring::proto::{self, HEADER_LEN, Header, Op};
 use sramlink_ring::{
-    Consumer, Producer, Region, Role, SendError, SharedMemory, SideState, VolatileMemory,
+    Consumer, MemoryType, Producer, Region, Role, SendError, SharedMemory, SideState,
+    VolatileMemory,
 };
 
 const MESSAGES: u64 = 100_000;
@@ -115,6 +116,15 @@ fn two_threads_over_atomic_words() {
 
 #[test]
 fn two_threads_over_volatile_memory() {
+    exchange(leaked_volatile_memory(MemoryType::Device));
+}
+
+#[test]
+fn two_threads_over_normal_memory() {
+    exchange(leaked_volatile_memory(MemoryType::Normal));
+}
+
+fn leaked_volatile_memory(memory_type: MemoryType) -> VolatileMemory {
     let geometry = small_geometry(RING_BYTES);
     // Leaked so that the region outlives both threads, as a real mapping would.
     let backing: &'static mut [u64] = Vec::leak(vec![0u64; geometry.region_bytes / 8]);
@@ -123,7 +133,13 @@ fn two_threads_over_volatile_memory() {
     // race in Rust's model, exactly as with a real peer in another address space; the
     // `AtomicMemory` variant above checks the same protocol free of that caveat).
     // SAFETY: `backing` is leaked (lives forever) and only accessed through `VolatileMemory`.
-    let memory =
-        unsafe { VolatileMemory::new(backing.as_mut_ptr().cast(), geometry.region_bytes) }.unwrap();
-    exchange(memory);
+    // A heap buffer is Normal memory, so either memory type is right for it.
+    unsafe {
+        VolatileMemory::with_type(
+            backing.as_mut_ptr().cast(),
+            geometry.region_bytes,
+            memory_type,
+        )
+    }
+    .unwrap()
 }

@@ -10,6 +10,7 @@
 
 mod artifacts;
 mod bare;
+mod bench;
 mod board;
 mod debs;
 mod deps;
@@ -50,6 +51,12 @@ enum Command {
     Demo(DemoArgs),
     /// Run every check: fmt, clippy, host tests, loom, and the QEMU system tests.
     Test(TestArgs),
+    /// Host benchmark: the ring against a two-flag floor, rtrb and crossbeam; JSON + SVG.
+    Bench {
+        /// Short run (CI): fewer messages and repeats.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 /// Where the demo runs.
@@ -150,6 +157,7 @@ fn main() -> ExitCode {
             }),
         Command::Demo(args) => toolchain::ensure().and_then(|()| demo(args)),
         Command::Test(args) => test::run(!args.no_qemu, !args.no_qemu && !args.no_xen),
+        Command::Bench { quick } => bench::run(quick),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

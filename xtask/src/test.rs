@@ -119,6 +119,11 @@ pub fn run(qemu: bool, xen: bool) -> Result<()> {
             ],
         )
     });
+    check(
+        &mut outcomes,
+        "host benchmark --quick (runs and checks every message; figures not judged)",
+        || crate::bench::run(true),
+    );
 
     if qemu {
         let mut built = None;
