@@ -1,7 +1,8 @@
 //! Debian's arm64 Xen, Linux kernel and busybox, downloaded (never installed) and unpacked into
 //! `target/sramlink/cache/debs/`, reused on later runs. Only what the run needs is fetched: a
 //! user's own Xen (`--xen`) or dom0 kernel (`--dom0-kernel`) replaces Debian's, which is then
-//! neither downloaded nor unpacked; busybox always comes from Debian.
+//! neither downloaded nor unpacked; busybox always comes from Debian. A board whose device tree
+//! Debian's kernel package ships (the ZCU102's) needs that package whatever the dom0 kernel.
 //!
 //! Steps, each skipped when its result is already there: `dpkg --add-architecture arm64` and
 //! `apt-get update` (root only), resolve the kernel package from the metapackage
@@ -51,6 +52,8 @@ pub struct Binaries {
     pub dom0_kernel: PathBuf,
     /// Static busybox for dom0's initramfs.
     pub busybox: PathBuf,
+    /// The board DTBs asked for, in order, from the kernel package's `usr/lib/linux-image-*/`.
+    pub board_dtbs: Vec<PathBuf>,
 }
 
 /// `target/sramlink/cache/debs/`.
@@ -85,7 +88,9 @@ struct Wanted {
 
 /// Returns the binaries of a Xen run: the user's own where given (checked to exist), Debian's
 /// otherwise, downloading and unpacking only the packages the cache lacks and the run needs.
-pub fn fetch(own: &Own) -> Result<Binaries> {
+/// A board DTB (a path under the kernel package's `usr/lib/linux-image-*/`, such as
+/// `xilinx/zynqmp-zcu102-rev1.0.dtb`) makes the kernel package needed even with `--dom0-kernel`.
+pub fn fetch(own: &Own, board_dtbs: &[&str]) -> Result<Binaries> {
     let own_xen = own
         .xen
         .as_deref()
@@ -98,7 +103,7 @@ pub fn fetch(own: &Own) -> Result<Binaries> {
         .transpose()?;
     let wanted = Wanted {
         xen: own_xen.is_none(),
-        kernel: own_kernel.is_none(),
+        kernel: own_kernel.is_none() || !board_dtbs.is_empty(),
     };
 
     let cache = cache_dir();
@@ -150,11 +155,34 @@ pub fn fetch(own: &Own) -> Result<Binaries> {
         own.or(debian)
             .with_context(|| format!("no {what} (neither given nor unpacked)"))
     };
+    let board_dtbs = board_dtbs
+        .iter()
+        .map(|relative| kernel_package_file(&root, found.kernel.as_deref(), relative))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Binaries {
         xen: pick(own_xen, found.xen, "Xen")?,
         dom0_kernel: pick(own_kernel, found.kernel, "dom0 kernel")?,
         busybox: found.busybox.context("no busybox unpacked")?,
+        board_dtbs,
     })
+}
+
+/// `usr/lib/linux-image-VERSION/RELATIVE` of the unpacked kernel `boot/vmlinuz-VERSION`.
+fn kernel_package_file(root: &Path, kernel: Option<&Path>, relative: &str) -> Result<PathBuf> {
+    let kernel = kernel.context("no Debian kernel package unpacked for the board's DTB")?;
+    let name = file_name(kernel);
+    let version = name.strip_prefix("vmlinuz-").unwrap_or(&name);
+    let path = root
+        .join("usr/lib")
+        .join(format!("linux-image-{version}"))
+        .join(relative);
+    if !path.is_file() {
+        bail!(
+            "Debian's kernel package {version} has no {relative} (looked for {})",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 /// One binary Debian provides.
@@ -429,12 +457,30 @@ mod tests {
     }
 
     #[test]
+    fn board_dtb_comes_from_the_unpacked_kernels_version() {
+        let root = temp_dir("dtb");
+        let kernel = root.join("boot/vmlinuz-6.1.0-57-arm64");
+        let dtb = root.join("usr/lib/linux-image-6.1.0-57-arm64/xilinx/board.dtb");
+        std::fs::create_dir_all(dtb.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&dtb, b"dtb").expect("write");
+        let found = kernel_package_file(&root, Some(&kernel), "xilinx/board.dtb").expect("found");
+        assert_eq!(found, dtb);
+        let missing = kernel_package_file(&root, Some(&kernel), "xilinx/other.dtb");
+        assert!(format!("{:#}", missing.expect_err("absent")).contains("xilinx/other.dtb"));
+        assert!(kernel_package_file(&root, None, "xilinx/board.dtb").is_err());
+        std::fs::remove_dir_all(&root).expect("cleanup");
+    }
+
+    #[test]
     fn own_files_must_exist() {
         let dir = temp_dir("own");
-        let missing = fetch(&Own {
-            xen: Some(dir.join("no-such-xen")),
-            dom0_kernel: None,
-        })
+        let missing = fetch(
+            &Own {
+                xen: Some(dir.join("no-such-xen")),
+                dom0_kernel: None,
+            },
+            &[],
+        )
         .expect_err("missing --xen");
         let message = format!("{missing:#}");
         assert!(message.contains("--xen"), "{message}");

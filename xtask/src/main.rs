@@ -11,6 +11,7 @@
 mod artifacts;
 mod bare;
 mod bench;
+mod board;
 mod debs;
 mod deps;
 mod dtb;
@@ -128,6 +129,10 @@ struct DemoArgs {
     /// other policy and reports the ratio).
     #[arg(long, value_enum, default_value_t = GuestIdle::Wfe)]
     guest_idle: GuestIdle,
+    /// The board(s) Xen boots on (xen mode), comma-separated; with two, the summary compares
+    /// their round trips.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "virt")]
+    board: Vec<board::BoardId>,
 }
 
 #[derive(clap::Args)]
@@ -171,6 +176,9 @@ fn demo(args: DemoArgs) -> Result<()> {
                     "--xen and --dom0-kernel are for --mode xen; the bare run has no Xen or dom0"
                 );
             }
+            if args.board != [board::BoardId::Virt] {
+                anyhow::bail!("--board is for --mode xen; the bare run boots QEMU virt only");
+            }
             let options = bare::DemoOptions {
                 count: args.count,
                 size: args.size,
@@ -187,8 +195,20 @@ fn demo(args: DemoArgs) -> Result<()> {
                 xen: args.xen,
                 dom0_kernel: args.dom0_kernel,
                 guest_idle: args.guest_idle,
+                boards: dedup(args.board),
             };
             xen::demo(&options)
         }
     }
+}
+
+/// `boards` without repeats, in their first order.
+fn dedup(boards: Vec<board::BoardId>) -> Vec<board::BoardId> {
+    let mut kept = Vec::new();
+    for board in boards {
+        if !kept.contains(&board) {
+            kept.push(board);
+        }
+    }
+    kept
 }

@@ -305,6 +305,74 @@ pub fn add_guest_idle_comparison(main: &Path, other: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A report's round-trip figure `key` in microseconds (its ticks over its counter frequency,
+/// so boards with different counters compare).
+fn rtt_micros(report: &Map<String, Value>, key: &str) -> Option<f64> {
+    let ticks = report.get("rtt")?.get(key)?.as_f64()?;
+    let hz = report.get("counter_hz")?.as_f64()?;
+    (hz > 0.0).then(|| ticks * 1e6 / hz)
+}
+
+/// The main runs of two boards' reports side by side: each board's round trips (microseconds
+/// of emulated time) and the ratios of the second board's over the first's.
+fn board_comparison(first: &Map<String, Value>, second: &Map<String, Value>) -> Value {
+    let board = |report: &Map<String, Value>| text(report, "board").to_string();
+    let mut comparison = Map::new();
+    for report in [first, second] {
+        let rtt: Map<String, Value> = ["p50", "p99", "mean"]
+            .iter()
+            .filter_map(|key| rtt_micros(report, key).map(|us| (format!("{key}_us"), json!(us))))
+            .collect();
+        comparison.insert(board(report), Value::Object(rtt));
+    }
+    let name = format!("{}_over_{}", board(second), board(first));
+    for key in ["p50", "p99", "mean"] {
+        if let (Some(a), Some(b)) = (rtt_micros(second, key), rtt_micros(first, key)) {
+            if b > 0.0 {
+                comparison.insert(format!("{key}_ratio_{name}"), json!(a / b));
+            }
+        }
+    }
+    Value::Object(comparison)
+}
+
+/// Adds to both reports the comparison of their boards' round trips (the main ping of each,
+/// TCG figures: only the ratio means anything) and prints it.
+pub fn add_board_comparison(first: &Path, second: &Path) -> Result<()> {
+    let read = |path: &Path| -> Result<Map<String, Value>> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    };
+    let (mut first_report, mut second_report) = (read(first)?, read(second)?);
+    let comparison = board_comparison(&first_report, &second_report);
+    let (a, b) = (text(&first_report, "board"), text(&second_report, "board"));
+    let mut line = format!("boards, round trip (TCG, emulated time): {b} / {a}:");
+    for key in ["p50", "p99", "mean"] {
+        let ratio = comparison.get(format!("{key}_ratio_{b}_over_{a}"));
+        if let Some(ratio) = ratio.and_then(Value::as_f64) {
+            line += &format!(" {key} {ratio:.2}");
+        }
+    }
+    let mut side = String::new();
+    for board in [a, b] {
+        if let Some(figures) = comparison.get(board).and_then(Value::as_object) {
+            side += &format!("\n  {board:>8}:");
+            for key in ["p50", "p99", "mean"] {
+                if let Some(us) = figures.get(&format!("{key}_us")).and_then(Value::as_f64) {
+                    side += &format!(" {key} {us:.2} us");
+                }
+            }
+        }
+    }
+    for (path, report) in [(first, &mut first_report), (second, &mut second_report)] {
+        report.insert("board_comparison".into(), comparison.clone());
+        std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")?;
+    }
+    println!("{line}{side}");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +428,20 @@ mod tests {
         assert!(check_run(&run(to_guest)).is_ok());
         let asked_nothing = json!({"mode": "ping", "count": 0});
         assert!(check_run(&run(asked_nothing)).is_err());
+    }
+
+    #[test]
+    fn boards_are_compared_in_time_not_ticks() {
+        let virt = json!({"board": "virt", "counter_hz": 1_000_000,
+                          "rtt": {"p50": 100.0, "p99": 400.0, "mean": 200.0}});
+        let zcu102 = json!({"board": "zcu102", "counter_hz": 2_000_000,
+                            "rtt": {"p50": 300.0, "p99": 800.0}});
+        let comparison = board_comparison(&run(virt), &run(zcu102));
+        assert_eq!(comparison["p50_ratio_zcu102_over_virt"], json!(1.5));
+        assert_eq!(comparison["p99_ratio_zcu102_over_virt"], json!(1.0));
+        assert!(comparison.get("mean_ratio_zcu102_over_virt").is_none());
+        assert_eq!(comparison["virt"]["p50_us"], json!(100.0));
+        assert_eq!(comparison["zcu102"]["p50_us"], json!(150.0));
     }
 
     #[test]
