@@ -6,8 +6,9 @@
 //! 1. [`cli`] turns the command line into a [`cli::RegionSource`] and a [`cli::Mode`].
 //! 2. [`devicetree`] finds the `mmio-sram` node and the `/reserved-memory` ranges in a
 //!    `/proc/device-tree`-style directory tree (the root is a parameter, so tests use a fake).
-//! 3. [`mapping`] maps the region: a host file with `MAP_SHARED`, or a physical range of
-//!    `/dev/mem`.
+//! 3. [`mapping`] maps the region: the sramlink dom0 module's device ([`device`] finds it and
+//!    asks it for base and size), a physical range of `/dev/mem`, or a host file with
+//!    `MAP_SHARED`; the ring reaches it only through a handle that borrows the mapping.
 //! 4. [`session`] attaches to the ring the guest created and runs `ping`, `echo` or `stream`,
 //!    checking sequence numbers, checksums and payload patterns, timing round trips with
 //!    [`counter`] and waiting with the [`backoff`] policy.
@@ -20,6 +21,7 @@ pub mod app;
 pub mod backoff;
 pub mod cli;
 pub mod counter;
+pub mod device;
 pub mod devicetree;
 pub mod error;
 pub mod mapping;

@@ -1,0 +1,440 @@
+//! The sramlink dom0 module (`dom0-module/`), cross-built for the exact dom0 kernel a Xen run
+//! boots, from Debian packages alone.
+//!
+//! Steps, each with a time limit ([`crate::process`]):
+//! 1. Read the kernel's identity from the Image itself: its `Linux version` banner names the
+//!    release (`6.1.0-57-arm64`) and Debian's package version (`6.1.192-3`). The headers are
+//!    resolved from that version, so they match the Image booted even when apt's lists have
+//!    moved on since it was downloaded (MODVERSIONS refuses a module built against others).
+//! 2. Cross compiler and make: `gcc-aarch64-linux-gnu` (and the versioned `gcc-N` the
+//!    headers name) installed with apt-get when missing ([`crate::deps::apt_install`]).
+//! 3. `apt-get download` (never install) `linux-headers-<release>:arm64=<version>` and what it
+//!    depends on at that version: `linux-headers-<abi>-common` (all) and `linux-kbuild-<x.y>`
+//!    for this host's architecture (its `fixdep`/`modpost` run here); `dpkg-deb -x` them into
+//!    `target/sramlink/cache/kernel-headers/<release>/`, and point the arm64 headers' one-line
+//!    `Makefile` at the unpacked `-common` tree. The host libraries `linux-kbuild` links
+//!    against are installed when missing.
+//! 4. `make -C <headers> M=<copy of dom0-module> ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-
+//!    modules` with `-Werror` (the `Kbuild` default), then check the `.ko`'s `vermagic`.
+
+use crate::process::{output_within, status_within};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The cross toolchain prefix Debian's `gcc-aarch64-linux-gnu` provides.
+pub const CROSS_COMPILE: &str = "aarch64-linux-gnu-";
+/// The Debian package with `aarch64-linux-gnu-gcc`.
+const CROSS_GCC_PACKAGE: &str = "gcc-aarch64-linux-gnu";
+/// The module's source files, copied into the build directory.
+const SOURCES: &[&str] = &["Kbuild", "sramlink.c", "sramlink.h"];
+/// The built module's file name.
+pub const MODULE_FILE: &str = "sramlink.ko";
+
+/// `apt-get download` of the three header packages (about 14 MB).
+const DOWNLOAD_LIMIT: Duration = Duration::from_secs(600);
+/// `dpkg-deb -x`, `apt-cache show`, `dpkg-query`.
+const LOCAL_LIMIT: Duration = Duration::from_secs(300);
+/// The module build itself (seconds when the machine is idle).
+const BUILD_LIMIT: Duration = Duration::from_secs(600);
+
+/// `dom0-module/` in the workspace.
+pub fn source_dir() -> PathBuf {
+    crate::paths::workspace_root().join("dom0-module")
+}
+
+/// What a Debian kernel Image says about itself in its `Linux version` banner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelIdentity {
+    /// `uname -r`: `6.1.0-57-arm64`.
+    pub release: String,
+    /// The Debian package version it was built as: `6.1.192-3`.
+    pub debian_version: String,
+}
+
+impl KernelIdentity {
+    /// Reads the banner out of an uncompressed arm64 Image.
+    pub fn of_image(image: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
+        Self::from_image_bytes(&bytes).with_context(|| {
+            format!(
+                "{}: cannot tell which Debian kernel this is, so the sramlink module cannot be \
+                 built for it automatically; build it for your kernel as dom0-module/README.md \
+                 describes",
+                image.display()
+            )
+        })
+    }
+
+    /// Finds `Linux version <release> (...) #1 SMP Debian <version> (...)` in `bytes`.
+    pub fn from_image_bytes(bytes: &[u8]) -> Result<Self> {
+        const NEEDLE: &[u8] = b"Linux version ";
+        let mut rest = bytes;
+        while let Some(at) = find(rest, NEEDLE) {
+            let line_start = &rest[at + NEEDLE.len()..];
+            let end = line_start
+                .iter()
+                .position(|&byte| byte == b'\n' || byte == 0)
+                .unwrap_or(line_start.len().min(512));
+            let line = String::from_utf8_lossy(&line_start[..end]).into_owned();
+            rest = &rest[at + NEEDLE.len()..];
+            // The banner itself, not the `%s version %s` format string.
+            let Some(release) = line.split_whitespace().next() else {
+                continue;
+            };
+            if !release.starts_with(|c: char| c.is_ascii_digit()) {
+                continue;
+            }
+            let Some((_, after_hash)) = line.rsplit_once(" #") else {
+                continue;
+            };
+            let Some((_, after_debian)) = after_hash.split_once("Debian ") else {
+                bail!("the kernel banner names no Debian package version: {line}");
+            };
+            let Some(version) = after_debian.split_whitespace().next() else {
+                continue;
+            };
+            return Ok(Self {
+                release: release.to_string(),
+                debian_version: version.to_string(),
+            });
+        }
+        bail!("no `Linux version` banner in the Image")
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// Builds `sramlink.ko` for the kernel Image `kernel` and returns its path.
+pub fn build_for_kernel(kernel: &Path) -> Result<PathBuf> {
+    let identity = KernelIdentity::of_image(kernel)?;
+    println!(
+        "xtask: dom0 kernel {} (Debian {}): building the sramlink module for it",
+        identity.release, identity.debian_version
+    );
+    ensure_tool(&format!("{CROSS_COMPILE}gcc"), &[CROSS_GCC_PACKAGE])?;
+    ensure_tool("make", &["make"])?;
+    let headers = fetch_headers(&identity)?;
+    let compiler = headers_compiler(&headers)?;
+    if compiler != "gcc" {
+        // Debian's headers call `$(CROSS_COMPILE)gcc-12`, the version the kernel was built with.
+        let package = format!("{compiler}-{}", CROSS_COMPILE.trim_end_matches('-'));
+        ensure_tool(&format!("{CROSS_COMPILE}{compiler}"), &[&package])?;
+    }
+    build(&headers, &identity.release)
+}
+
+/// Installs `packages` when `command` is not on `PATH`.
+fn ensure_tool(command: &str, packages: &[&str]) -> Result<()> {
+    if crate::deps::have(command) {
+        return Ok(());
+    }
+    println!("xtask: {command} is missing (needed to build the dom0 module)");
+    crate::deps::apt_install(packages)
+}
+
+/// `target/sramlink/cache/kernel-headers/<release>/`: the unpacked header packages.
+fn headers_root(release: &str) -> PathBuf {
+    crate::debs::cache_dir()
+        .parent()
+        .map_or_else(crate::paths::out_dir, Path::to_path_buf)
+        .join("kernel-headers")
+        .join(release)
+}
+
+/// Downloads and unpacks the headers of `identity` unless already there; returns the
+/// directory to give `make -C`.
+fn fetch_headers(identity: &KernelIdentity) -> Result<PathBuf> {
+    let root = headers_root(&identity.release);
+    let unpacked = root.join("root");
+    let arch_headers = unpacked
+        .join("usr/src")
+        .join(format!("linux-headers-{}", identity.release));
+    let ready = root.join(format!("ready-{}", identity.debian_version));
+    if ready.is_file() && arch_headers.join("Makefile").is_file() {
+        println!(
+            "xtask: using cached kernel headers in {}",
+            arch_headers.display()
+        );
+        return Ok(arch_headers);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&unpacked)
+        .with_context(|| format!("creating {}", unpacked.display()))?;
+    let version = &identity.debian_version;
+    let arch_package = format!("linux-headers-{}", identity.release);
+    let show = apt_show(&format!("{arch_package}:arm64={version}"))?;
+    let depends = depends_of(&show);
+    let common = depends
+        .iter()
+        .find(|name| name.starts_with("linux-headers-") && name.ends_with("-common"))
+        .with_context(|| format!("{arch_package} {version} depends on no linux-headers-*-common"))?;
+    let kbuild = depends
+        .iter()
+        .find(|name| name.starts_with("linux-kbuild-"))
+        .with_context(|| format!("{arch_package} {version} depends on no linux-kbuild-*"))?;
+    let host_arch = host_architecture()?;
+    let packages = [
+        format!("{arch_package}:arm64={version}"),
+        format!("{common}={version}"),
+        format!("{kbuild}:{host_arch}={version}"),
+    ];
+    println!(
+        "xtask: apt-get download {} (into {})",
+        packages.join(" "),
+        root.display()
+    );
+    status_within(
+        Command::new("apt-get")
+            .args(["download", "-q"])
+            .args(&packages)
+            .current_dir(&root),
+        "download the dom0 kernel's headers (apt-get download)",
+        DOWNLOAD_LIMIT,
+    )?;
+    let kbuild_show = apt_show(&format!("{kbuild}:{host_arch}={version}"))?;
+    for deb in std::fs::read_dir(&root)? {
+        let deb = deb?.path();
+        if deb.extension().is_some_and(|extension| extension == "deb") {
+            status_within(
+                Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked),
+                &format!("unpack {} (dpkg-deb -x)", deb.display()),
+                LOCAL_LIMIT,
+            )?;
+        }
+    }
+    // The arm64 headers' Makefile includes /usr/src/linux-headers-<abi>-common/Makefile.
+    let makefile = arch_headers.join("Makefile");
+    let text = std::fs::read_to_string(&makefile)
+        .with_context(|| format!("reading {}", makefile.display()))?;
+    let common_dir = unpacked.join("usr/src").join(common);
+    let patched = point_makefile_at(&text, common, &common_dir)?;
+    std::fs::write(&makefile, patched).with_context(|| format!("writing {}", makefile.display()))?;
+    ensure_installed(&depends_of(&kbuild_show), kbuild)?;
+    std::fs::write(&ready, b"")?;
+    Ok(arch_headers)
+}
+
+/// Replaces `/usr/src/<common>` in the headers' Makefile with the unpacked copy.
+fn point_makefile_at(text: &str, common: &str, common_dir: &Path) -> Result<String> {
+    let installed = format!("/usr/src/{common}");
+    if !text.contains(&installed) {
+        bail!("the headers' Makefile does not include {installed}: {text}");
+    }
+    Ok(text.replace(&installed, &common_dir.display().to_string()))
+}
+
+/// `apt-cache show PACKAGE` (with its `:arch=version`), failing when apt does not know it.
+fn apt_show(package: &str) -> Result<String> {
+    let out = output_within(
+        Command::new("apt-cache").args(["show", package]),
+        &format!("look up {package} (apt-cache show)"),
+        LOCAL_LIMIT,
+    )?;
+    if !out.status.success() || out.stdout.is_empty() {
+        bail!(
+            "apt does not know {package} (run as root: apt-get update): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Package names in the first `Depends:` field, without versions or architectures.
+fn depends_of(show: &str) -> Vec<String> {
+    show.lines()
+        .find_map(|line| line.strip_prefix("Depends:"))
+        .map(|depends| {
+            depends
+                .split([',', '|'])
+                .filter_map(|item| item.split_whitespace().next())
+                .map(|name| name.split(':').next().unwrap_or(name).to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `dpkg --print-architecture`: the architecture of this host's `linux-kbuild`.
+fn host_architecture() -> Result<String> {
+    let out = output_within(
+        Command::new("dpkg").arg("--print-architecture"),
+        "ask dpkg for this host's architecture",
+        LOCAL_LIMIT,
+    )?;
+    let arch = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || arch.is_empty() {
+        bail!("dpkg --print-architecture failed ({})", out.status);
+    }
+    Ok(arch)
+}
+
+/// Installs the host libraries `what` depends on (e.g. `libelf1`) that are missing.
+fn ensure_installed(packages: &[String], what: &str) -> Result<()> {
+    let mut missing = Vec::new();
+    for package in packages {
+        let out = output_within(
+            Command::new("dpkg-query").args(["-W", "-f", "${db:Status-Status}", package]),
+            &format!("check whether {package} is installed (dpkg-query)"),
+            LOCAL_LIMIT,
+        )?;
+        if String::from_utf8_lossy(&out.stdout).trim() != "installed" {
+            missing.push(package.as_str());
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "xtask: {what}'s tools need {}, which is not installed",
+        missing.join(", ")
+    );
+    crate::deps::apt_install(&missing)
+}
+
+/// The compiler the headers call (`gcc-12` in `CC = ... $(CROSS_COMPILE)gcc-12`), from their
+/// `.kernelvariables`; plain `gcc` when they name none.
+fn headers_compiler(headers: &Path) -> Result<String> {
+    let path = headers.join(".kernelvariables");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok("gcc".to_string());
+    };
+    Ok(compiler_of(&text).unwrap_or_else(|| "gcc".to_string()))
+}
+
+fn compiler_of(kernel_variables: &str) -> Option<String> {
+    let line = kernel_variables
+        .lines()
+        .find(|line| line.trim_start().starts_with("CC ") || line.trim_start().starts_with("CC="))?;
+    let (_, after) = line.split_once("$(CROSS_COMPILE)")?;
+    after.split_whitespace().next().map(str::to_string)
+}
+
+/// Copies the sources to `target/sramlink/module/<release>/`, runs Kbuild there with
+/// `-Werror`, and checks the result was built for `release`.
+fn build(headers: &Path, release: &str) -> Result<PathBuf> {
+    let build_dir = crate::paths::out_dir().join("module").join(release);
+    let _ = std::fs::remove_dir_all(&build_dir);
+    std::fs::create_dir_all(&build_dir)
+        .with_context(|| format!("creating {}", build_dir.display()))?;
+    for name in SOURCES {
+        let from = source_dir().join(name);
+        std::fs::copy(&from, build_dir.join(name))
+            .with_context(|| format!("copying {}", from.display()))?;
+    }
+    let out = output_within(
+        Command::new("make")
+            .arg("-C")
+            .arg(headers)
+            .arg(format!("M={}", build_dir.display()))
+            .args([
+                "ARCH=arm64",
+                &format!("CROSS_COMPILE={CROSS_COMPILE}"),
+                "SRAMLINK_WERROR=1",
+                "modules",
+            ]),
+        "build the sramlink dom0 module (make modules, -Werror)",
+        BUILD_LIMIT,
+    )?;
+    if !out.status.success() {
+        bail!(
+            "building the sramlink dom0 module failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let module = build_dir.join(MODULE_FILE);
+    let bytes = std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
+    let vermagic = vermagic(&bytes)?;
+    if !vermagic.starts_with(&format!("{release} ")) {
+        bail!(
+            "{} has vermagic {vermagic:?}, not for kernel {release}",
+            module.display()
+        );
+    }
+    println!(
+        "xtask: built {} (vermagic {vermagic}, -Werror)",
+        module.display()
+    );
+    Ok(module)
+}
+
+/// The `vermagic=` entry of a module's `.modinfo` section.
+fn vermagic(module: &[u8]) -> Result<String> {
+    use object::{Object, ObjectSection};
+    let file = object::File::parse(module).context("the module is not an ELF file")?;
+    let modinfo = file
+        .section_by_name(".modinfo")
+        .context("the module has no .modinfo section")?
+        .data()
+        .context("reading .modinfo")?;
+    modinfo
+        .split(|&byte| byte == 0)
+        .find_map(|entry| entry.strip_prefix(b"vermagic="))
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+        .context("the module's .modinfo has no vermagic")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BANNER: &[u8] = b"junk\0%s version %s (debian-kernel@lists.debian.org) (gcc-12)\0\
+        Linux version 6.1.0-57-arm64 (debian-kernel@lists.debian.org) (gcc-12 (Debian \
+        12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP Debian \
+        6.1.192-3 (2026-11-26)\n\0more";
+
+    #[test]
+    fn kernel_identity_comes_from_the_banner() {
+        let identity = KernelIdentity::from_image_bytes(BANNER).expect("banner");
+        assert_eq!(identity.release, "6.1.0-57-arm64");
+        assert_eq!(identity.debian_version, "6.1.192-3");
+        let backports = b"Linux version 6.12.12+bpo-arm64 (debian-kernel@lists.debian.org) \
+            (aarch64-linux-gnu-gcc-12 (Debian 12.2.0-14) 12.2.0) #1 SMP Debian 6.12.12-1~bpo12+1 \
+            (2025-02-23)\n";
+        let identity = KernelIdentity::from_image_bytes(backports).expect("backports banner");
+        assert_eq!(identity.release, "6.12.12+bpo-arm64");
+        assert_eq!(identity.debian_version, "6.12.12-1~bpo12+1");
+        let own = b"Linux version 6.6.40-xilinx (me@host) (gcc 13) #1 SMP PREEMPT\n";
+        let error = KernelIdentity::from_image_bytes(own).expect_err("not Debian's");
+        assert!(format!("{error:#}").contains("no Debian package version"));
+        assert!(KernelIdentity::from_image_bytes(b"no banner here").is_err());
+    }
+
+    #[test]
+    fn headers_metadata_is_parsed() {
+        let show = "Package: linux-headers-6.1.0-57-arm64\nVersion: 6.1.192-3\n\
+                    Depends: linux-headers-6.1.0-57-common (= 6.1.192-3), linux-kbuild-6.1 (>= \
+                    6.1.192-3), gcc-12\n";
+        assert_eq!(
+            depends_of(show),
+            [
+                "linux-headers-6.1.0-57-common",
+                "linux-kbuild-6.1",
+                "gcc-12"
+            ]
+        );
+        let variables = "override ARCH = arm64\nCCACHE = ccache\n\
+                         CC = $(if $(DEBIAN_KERNEL_USE_CCACHE),$(CCACHE)) $(CROSS_COMPILE)gcc-12\n";
+        assert_eq!(compiler_of(variables).as_deref(), Some("gcc-12"));
+        assert_eq!(compiler_of("ARCH = arm64\n"), None);
+        let makefile = "include /usr/src/linux-headers-6.1.0-57-common/Makefile\n";
+        let patched = point_makefile_at(
+            makefile,
+            "linux-headers-6.1.0-57-common",
+            Path::new("/cache/root/usr/src/linux-headers-6.1.0-57-common"),
+        )
+        .expect("patched");
+        assert_eq!(
+            patched,
+            "include /cache/root/usr/src/linux-headers-6.1.0-57-common/Makefile\n"
+        );
+        assert!(point_makefile_at("include other\n", "x-common", Path::new("/y")).is_err());
+    }
+}
