@@ -377,9 +377,15 @@ mod tests {
             dev_mem.region_source(),
             Ok(RegionSource::DevMem { range: None })
         );
-        let dev_mem_range =
-            parse(&["--dev-mem", "--base", "0x7f000000", "--size", "0x1000", "ping"])
-                .expect("valid");
+        let dev_mem_range = parse(&[
+            "--dev-mem",
+            "--base",
+            "0x7f000000",
+            "--size",
+            "0x1000",
+            "ping",
+        ])
+        .expect("valid");
         assert_eq!(
             dev_mem_range.region_source(),
             Ok(RegionSource::DevMem {

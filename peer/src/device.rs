@@ -272,7 +272,13 @@ mod tests {
     fn device_names_are_numbered() {
         assert_eq!(device_number("sramlink0"), Some(0));
         assert_eq!(device_number("sramlink12"), Some(12));
-        for name in ["sramlink", "sramlinkx", "sramlink+1", "sramlink1a", "other0"] {
+        for name in [
+            "sramlink",
+            "sramlinkx",
+            "sramlink+1",
+            "sramlink1a",
+            "other0",
+        ] {
             assert_eq!(device_number(name), None, "{name}");
         }
     }
@@ -298,7 +304,9 @@ mod tests {
     fn opening_a_missing_or_foreign_device_is_explained() {
         let missing = OpenDevice::open(Path::new("/nonexistent/sramlink0"), 0x1000).unwrap_err();
         assert!(
-            missing.message.contains("is the sramlink dom0 module loaded"),
+            missing
+                .message
+                .contains("is the sramlink dom0 module loaded"),
             "{missing}"
         );
         let foreign = OpenDevice::open(Path::new("/dev/null"), 0x1000).unwrap_err();

@@ -378,7 +378,11 @@ mod tests {
         drop(memory);
         drop(region);
         let bytes = std::fs::read(file.path()).expect("read");
-        assert_eq!(bytes[page + 8], 0xa5, "write must reach the file at the offset");
+        assert_eq!(
+            bytes[page + 8],
+            0xa5,
+            "write must reach the file at the offset"
+        );
         assert_eq!(bytes[8], 0);
     }
 

@@ -15,6 +15,7 @@ mod deps;
 mod dtb;
 mod imagebuilder;
 mod initramfs;
+mod module;
 mod paths;
 mod plan;
 mod process;

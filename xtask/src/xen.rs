@@ -26,7 +26,7 @@ use crate::GuestIdle;
 use crate::imagebuilder::{self, Config};
 use crate::qemu::Qemu;
 use crate::test::SystemTest;
-use crate::{artifacts, debs, deps, dtb, initramfs, paths, plan, report};
+use crate::{artifacts, debs, deps, dtb, initramfs, module, paths, plan, report};
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
@@ -167,7 +167,8 @@ fn generated_note(what: &str) -> String {
     )
 }
 
-/// The seed's `mmio-sram` node (recipe step 1), in a tree with two address and size cells.
+/// The seed's `mmio-sram` node (recipe step 1), in a tree with two address and size cells, and
+/// `/chosen/sramlink,region` naming it.
 fn host_sram_node(region: &Region, indent: &str) -> String {
     format!(
         "{indent}/* Recipe step 1: the range as an mmio-sram device. Dom0 gets it mapped by Xen\n\
@@ -175,6 +176,11 @@ fn host_sram_node(region: &Region, indent: &str) -> String {
          {indent}sram@{base:x} {{\n\
          {indent}    compatible = \"mmio-sram\";\n\
          {indent}    reg = <{cells}>;\n\
+         {indent}}};\n\n\
+         {indent}/* Names the node above as the shared region for dom0's sramlink module (the guest\n\
+         {indent} * reads the same property): a board with on-chip SRAM has other mmio-sram nodes. */\n\
+         {indent}chosen {{\n\
+         {indent}    sramlink,region = \"/sram@{base:x}\";\n\
          {indent}}};\n",
         base = region.base,
         cells = region.cells_2_2(),
@@ -646,13 +652,17 @@ pub struct Dom0Run {
     pub guest_idle: GuestIdle,
 }
 
-/// dom0's `/init`: mounts, reports what dom0 sees of the region, runs the peer against the
-/// region it discovers in /proc/device-tree, prints the peer's exit code and powers off.
+/// dom0's `/init`: mounts, reports what dom0 sees of the region, loads the sramlink module
+/// and checks it ([`module::dom0_setup_script`]), runs the peer as an unprivileged user
+/// through `/dev/sramlink0`, unloads the module, prints the peer's exit code and powers off.
 pub fn dom0_init_script(run: &Dom0Run) -> String {
     let peer = format!(
-        "/bin/sramlink-peer --json --timeout {}",
+        "{} /bin/sramlink-peer --json --timeout {}",
+        module::run_as_peer_user(),
         run.timeout_seconds
     );
+    let (module_setup, module_teardown) =
+        (module::dom0_setup_script(), module::dom0_teardown_script());
     let runs = if run.every_mode {
         plan::peer_runs(run.count, run.size, run.busy_poll)
     } else {
@@ -683,8 +693,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "{DOM0_INIT_MARKER} uptime=$(cut -d' ' -f1 /proc/uptime)s cpus=$(grep -c ^processor /proc/cpuinfo)"
 grep -i sram /proc/iomem | while read -r line; do echo "SRAMLINK-DOM0: iomem $line"; done
-rc=0
-{commands}echo "{DOM0_DONE_MARKER}$rc uptime=$(cut -d' ' -f1 /proc/uptime)s"
+{module_setup}rc=0
+{commands}{module_teardown}echo "{DOM0_DONE_MARKER}$rc uptime=$(cut -d' ' -f1 /proc/uptime)s"
 # Xen halts the whole machine when dom0 powers off: give the domU a moment to finish printing
 # its last console lines (statistics, "stopping"), which follow the reply the peer waited for.
 sleep 1
@@ -716,6 +726,9 @@ struct Inputs {
     busybox: PathBuf,
     guest_image: PathBuf,
     peer: PathBuf,
+    /// `sramlink.ko` built for `dom0_kernel`, and the helper that runs the peer unprivileged.
+    module: PathBuf,
+    helper: PathBuf,
 }
 
 impl Inputs {
@@ -727,12 +740,15 @@ impl Inputs {
             xen: options.xen.clone(),
             dom0_kernel: options.dom0_kernel.clone(),
         })?;
+        let peer = artifacts::peer_aarch64()?;
         Ok(Self {
+            module: module::build_for_kernel(&binaries.dom0_kernel)?,
+            helper: peer.with_file_name(module::DOM0_HELPER),
             xen: binaries.xen,
             dom0_kernel: binaries.dom0_kernel,
             busybox: binaries.busybox,
             guest_image: artifacts::guest_image()?,
-            peer: artifacts::peer_aarch64()?,
+            peer,
         })
     }
 }
@@ -840,6 +856,8 @@ fn prepare(case: Case, inputs: &Inputs, run: &Dom0Run, work: &Path) -> Result<Pr
         &initramfs::Contents {
             busybox: &inputs.busybox,
             peer: &inputs.peer,
+            helper: &inputs.helper,
+            module: &inputs.module,
             init_script: &dom0_init_script(run),
         },
         &ramdisk,
@@ -1112,6 +1130,13 @@ fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<PathBuf> {
         ),
     )
     .map_err(|error| region_stage_error(&qemu, "dom0 region", &error))?;
+    let dom0_module = module::check_dom0_console(
+        qemu.lines_seen(),
+        &runs,
+        prepared.region.base,
+        prepared.region.size,
+    )
+    .map_err(|error| region_stage_error(&qemu, "dom0 module", &error))?;
     let guest_stats = qemu
         .lines_seen()
         .iter()
@@ -1139,6 +1164,7 @@ fn run_good(inputs: &Inputs, run: &Dom0Run, name: &str) -> Result<PathBuf> {
         "region_configured".into(),
         json!({ "base": format!("{:#x}", prepared.region.base), "size": format!("{:#x}", prepared.region.size) }),
     );
+    extra.insert("dom0_module".into(), dom0_module);
     extra.insert("seconds".into(), Value::Object(timeline.0));
     extra.insert("qemu_exit".into(), json!(status.code()));
     extra.insert(
@@ -1519,7 +1545,7 @@ mod tests {
             guest_idle: GuestIdle::Wfe,
         });
         assert!(script.starts_with("#!/bin/busybox sh\n"));
-        let last = "/bin/sramlink-peer --json --timeout 30 --stop-guest --busy-poll ping --count 100000 --size 64\nrun_rc=$?\n[ \"$rc\" -eq 0 ] && rc=$run_rc\n";
+        let last = "/bin/sramlink-dom0-helper run-as --uid 1000 --gid 1000 /bin/sramlink-peer --json --timeout 30 --stop-guest --busy-poll ping --count 100000 --size 64\nrun_rc=$?\n[ \"$rc\" -eq 0 ] && rc=$run_rc\n";
         assert!(script.contains(last), "{script}");
         // Every mode runs before the last ping, which alone stops the guest.
         let at = |needle: &str| script.find(needle).unwrap_or(usize::MAX);

@@ -76,7 +76,14 @@ fn run_as(uid: u32, gid: u32, command: &[OsString]) -> Result<(), String> {
         return Err(os_error(&format!("setuid({uid})")));
     }
     // SAFETY: the id getters have no preconditions and cannot fail.
-    let ids = unsafe { (libc::getuid(), libc::geteuid(), libc::getgid(), libc::getegid()) };
+    let ids = unsafe {
+        (
+            libc::getuid(),
+            libc::geteuid(),
+            libc::getgid(),
+            libc::getegid(),
+        )
+    };
     if ids != (uid, uid, gid, gid) {
         return Err(format!("ids are {ids:?} after dropping to {uid}:{gid}"));
     }
