@@ -4,7 +4,9 @@
 //! (properties, raw big-endian bytes). This module reads that form, so the host tests build a
 //! fake tree in a temporary directory. Two things matter to the peer:
 //!
-//! - nodes whose `compatible` list contains `"mmio-sram"`: the region the guest also sees;
+//! - nodes whose `compatible` list contains `"mmio-sram"`: the region the guest also sees
+//!   (with several, `/chosen/sramlink,region = "/path"` picks one, as in the guest and the
+//!   sramlink dom0 module);
 //! - the entries under `/reserved-memory`: ranges carved out of RAM, where the region may also
 //!   be described (e.g. with `no-map`).
 //!
@@ -82,6 +84,8 @@ pub struct DeviceTreeRegions {
     pub sram: Vec<NodeRange>,
     /// Every `reg` entry of every child of `/reserved-memory`.
     pub reserved: Vec<NodeRange>,
+    /// `/chosen/sramlink,region`: the path of the node to use when there are several.
+    pub chosen_region: Option<String>,
 }
 
 impl DeviceTreeRegions {
@@ -97,6 +101,10 @@ impl DeviceTreeRegions {
         let mut regions = Self::default();
         let root_cells = CellCounts::of_node(root)?;
         walk(root, "", root_cells, &mut regions)?;
+        if let Some(value) = read_property(&root.join("chosen").join("sramlink,region"))? {
+            let path = value.split(|&byte| byte == 0).next().unwrap_or_default();
+            regions.chosen_region = Some(String::from_utf8_lossy(path).into_owned());
+        }
         let reserved_dir = root.join("reserved-memory");
         if reserved_dir.is_dir() {
             let cells = CellCounts::of_node(&reserved_dir)?;
@@ -118,10 +126,24 @@ impl DeviceTreeRegions {
         Ok(regions)
     }
 
-    /// The single `mmio-sram` range to use when neither `--file` nor `--base` was given.
-    /// Disabled nodes are skipped (and named in the error when nothing else is left).
+    /// The `mmio-sram` range to use when neither `--file` nor `--base` was given: the node
+    /// `/chosen/sramlink,region` names, else the single enabled one. Disabled nodes are
+    /// skipped (and named in the error when nothing else is left).
     pub fn discover(&self) -> Result<NodeRange, PeerError> {
         let enabled = self.enabled_sram();
+        if let Some(wanted) = &self.chosen_region {
+            return enabled
+                .iter()
+                .find(|node| node.path == *wanted)
+                .cloned()
+                .ok_or_else(|| {
+                    PeerError::region(format!(
+                        "/chosen/sramlink,region = \"{wanted}\" names no enabled \"{MMIO_SRAM}\" \
+                         node (mmio-sram: {})",
+                        list(&self.sram)
+                    ))
+                });
+        }
         match enabled.as_slice() {
             [only] => Ok(only.clone()),
             [] if !self.sram.is_empty() => Err(PeerError::region(format!(
@@ -138,7 +160,7 @@ impl DeviceTreeRegions {
             ))),
             several => Err(PeerError::region(format!(
                 "{} \"{MMIO_SRAM}\" ranges in the device tree, cannot choose: {}; pass --base ADDR \
-                 --size N equal to one of them",
+                 --size N equal to one of them, or set /chosen/sramlink,region = \"/path\"",
                 several.len(),
                 list(several)
             ))),
@@ -558,6 +580,29 @@ mod tests {
             .expect_err("two nodes");
         assert!(error.message.contains("/sram@50000000"), "{error}");
         assert!(error.message.contains("/sram@7f000000"), "{error}");
+    }
+
+    #[test]
+    fn chosen_region_picks_one_of_several() {
+        let tree = qemu_tree();
+        tree.property("/sram@50000000", "compatible", b"mmio-sram\0");
+        tree.reg("/sram@50000000", &[0, 0x5000_0000, 0, 0x1000]);
+        tree.property("/chosen", "sramlink,region", b"/sram@7f000000\0");
+        let found = tree.scan().expect("scan").discover().expect("chosen");
+        assert_eq!(found.path, "/sram@7f000000");
+        assert_eq!(found.range, REGION);
+        tree.property("/chosen", "sramlink,region", b"/sram@60000000\0");
+        let error = tree
+            .scan()
+            .expect("scan")
+            .discover()
+            .expect_err("no such node");
+        assert!(
+            error
+                .message
+                .contains("/chosen/sramlink,region = \"/sram@60000000\" names no enabled"),
+            "{error}"
+        );
     }
 
     #[test]
