@@ -18,6 +18,7 @@ pub fn dump_qemu_dtb(machine: &str, other_args: &[&str], out: &Path) -> Result<(
         Command::new("qemu-system-aarch64")
             .args(["-machine", &machine])
             .args(other_args)
+            .args(crate::qemu::COMMON_ARGS)
             .args(["-display", "none"]),
         "dump QEMU's DTB",
         DUMP_LIMIT,

@@ -198,10 +198,13 @@ pub struct DomU {
     pub vuart_pl011: bool,
     /// `DOMU_CMD[i]`: the domU's command line, written as `bootargs` of its kernel module node
     /// (where ImageBuilder puts it and Xen reads it; Xen gives it to the guest as
-    /// `/chosen/bootargs`). `None` when unset or empty: no `bootargs` then (ImageBuilder would
-    /// write `console=ttyAMA0`, which our guest ignores).
-    pub cmd: Option<String>,
+    /// `/chosen/bootargs`). Unset or empty, it is [`DEFAULT_DOMU_CMD`], as ImageBuilder writes.
+    pub cmd: String,
 }
+
+/// The command line `uboot-script-gen` gives a domU whose `DOMU_CMD[i]` is unset or empty (the
+/// sramlink guest ignores `console=`: its console is the one `stdout-path` names).
+pub const DEFAULT_DOMU_CMD: &str = "console=ttyAMA0";
 
 /// The variables of an ImageBuilder config that the launcher interprets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -333,7 +336,8 @@ pub fn parse(text: &str) -> Result<Config> {
             vuart_pl011,
             cmd: element("DOMU_CMD", i)
                 .map(|(value, _)| value)
-                .filter(|value| !value.is_empty()),
+                .filter(|value| !value.is_empty())
+                .unwrap_or_else(|| DEFAULT_DOMU_CMD.to_string()),
         });
     }
     for (name, values) in &arrays {
@@ -431,13 +435,13 @@ SRAMLINK_REGION_BASE=0x7f000000
         assert_eq!(domu.mem_mib, 256);
         assert_eq!(domu.vcpus, 1);
         assert!(!domu.is_enhanced(true));
-        assert_eq!(domu.cmd.as_deref(), Some("sramlink.idle=busy-poll"));
+        assert_eq!(domu.cmd, "sramlink.idle=busy-poll");
         let without =
             parse(&EXAMPLE.replace("DOMU_CMD[0]=\"sramlink.idle=busy-poll\"", "")).expect("parses");
-        assert_eq!(without.domus[0].cmd, None);
+        assert_eq!(without.domus[0].cmd, "console=ttyAMA0");
         let empty =
             parse(&EXAMPLE.replace("=\"sramlink.idle=busy-poll\"", "=\"\"")).expect("parses");
-        assert_eq!(empty.domus[0].cmd, None);
+        assert_eq!(empty.domus[0].cmd, "console=ttyAMA0");
         assert_eq!(config.other["UBOOT_SCRIPT"], "boot.scr");
         assert_eq!(config.other["SRAMLINK_REGION_BASE"], "0x7f000000");
         assert_eq!(

@@ -15,6 +15,7 @@ mod deps;
 mod dtb;
 mod imagebuilder;
 mod initramfs;
+mod limits;
 mod module;
 mod paths;
 mod plan;
@@ -22,6 +23,7 @@ mod process;
 mod qemu;
 mod report;
 mod test;
+mod toolchain;
 mod xen;
 
 use anyhow::Result;
@@ -32,6 +34,10 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Build, boot and test sramlink")]
 struct Cli {
+    /// Multiply every time limit (boot stages, downloads, builds) by this factor, for a slow or
+    /// loaded host; also read from SRAMLINK_TIMEOUT_SCALE.
+    #[arg(long, global = true, value_parser = limits::parse_scale)]
+    timeout_scale: Option<f64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -130,15 +136,17 @@ struct TestArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: Result<()> = match cli.command {
-        Command::Build => artifacts::build_all().map(|built| {
-            println!("guest Image : {}", built.guest_image.display());
-            println!("host peer   : {}", built.peer_host.display());
-            println!("dom0 peer   : {}", built.peer_aarch64.display());
-        }),
-        Command::Demo(args) => demo(args),
+    let result: Result<()> = limits::init(cli.timeout_scale).and_then(|()| match cli.command {
+        Command::Build => toolchain::ensure()
+            .and_then(|()| artifacts::build_all())
+            .map(|built| {
+                println!("guest Image : {}", built.guest_image.display());
+                println!("host peer   : {}", built.peer_host.display());
+                println!("dom0 peer   : {}", built.peer_aarch64.display());
+            }),
+        Command::Demo(args) => toolchain::ensure().and_then(|()| demo(args)),
         Command::Test(args) => test::run(!args.no_qemu, !args.no_qemu && !args.no_xen),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

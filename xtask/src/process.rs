@@ -15,9 +15,10 @@ fn seconds(limit: Duration) -> String {
     format!("{} s", limit.as_secs_f64())
 }
 
-/// Waits for `child` until `limit`; past it kills the child and fails with
-/// "`step` timed out after N s".
+/// Waits for `child` until `limit` (scaled by [`crate::limits`]); past it kills the child and
+/// fails with "`step` timed out after N s (limits scaled by …)".
 fn wait_within(child: &mut Child, step: &str, limit: Duration) -> Result<ExitStatus> {
+    let limit = crate::limits::scaled(limit);
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child
@@ -29,7 +30,11 @@ fn wait_within(child: &mut Child, step: &str, limit: Duration) -> Result<ExitSta
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("{step} timed out after {}", seconds(limit));
+            bail!(
+                "{step} timed out after {} ({})",
+                seconds(limit),
+                crate::limits::note()
+            );
         }
         std::thread::sleep(POLL);
     }
@@ -118,7 +123,8 @@ mod tests {
         .expect_err("times out");
         assert_eq!(
             format!("{error:#}"),
-            "download Debian packages timed out after 0.2 s"
+            "download Debian packages timed out after 0.2 s (limits scaled by 1 \
+             (--timeout-scale or SRAMLINK_TIMEOUT_SCALE to change))"
         );
         let error = status_within(
             Command::new("sleep").arg("20"),

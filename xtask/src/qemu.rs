@@ -1,5 +1,10 @@
 //! A QEMU process whose serial console is logged to a file and matched line by line, stage by
-//! stage, each with its own timeout and a message naming the stage that failed.
+//! stage, each with its own limit and a message naming the stage that failed.
+//!
+//! A stage's limit bounds the time *without progress*: every new console line starts it again,
+//! so a slow but progressing run on a loaded host is never cut off, while a silent one fails
+//! after the limit. A stage that keeps printing without ever reaching its goal still ends, at
+//! [`PROGRESS_CAP`] times its limit. Every limit is scaled by [`crate::limits`].
 
 use anyhow::{Context, Result, bail};
 use std::fs::File;
@@ -11,6 +16,15 @@ use std::time::{Duration, Instant};
 
 /// How many console lines a failure message quotes.
 const TAIL_LINES: usize = 25;
+
+/// A stage that keeps making progress may run this many times its limit, no longer.
+pub const PROGRESS_CAP: u32 = 10;
+
+/// Arguments every QEMU run gets, the DTB dumps included (so the dumped tree describes the
+/// booted machine): no network card. QEMU `virt` otherwise creates a virtio NIC whose option
+/// ROM (`efi-virtio.rom`) comes from the optional `ipxe-qemu` package, and no run here needs a
+/// network.
+pub const COMMON_ARGS: &[&str] = &["-nic", "none"];
 
 /// A running QEMU with its console.
 pub struct Qemu {
@@ -31,10 +45,16 @@ impl Qemu {
         let log_path = log_dir.join(format!("{log_name}.log"));
         let mut log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        writeln!(log, "# qemu-system-aarch64 {}", args.join(" "))?;
+        writeln!(
+            log,
+            "# qemu-system-aarch64 {} {}",
+            args.join(" "),
+            COMMON_ARGS.join(" ")
+        )?;
 
         let mut child = Command::new("qemu-system-aarch64")
             .args(args)
+            .args(COMMON_ARGS)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -87,6 +107,7 @@ impl Qemu {
     }
 
     /// Waits until `matcher` accepts a console line. `what` describes it for the error message.
+    /// `timeout` is the longest wait without a new console line (see the module docs).
     pub fn wait_for<T>(
         &mut self,
         stage: &str,
@@ -94,11 +115,17 @@ impl Qemu {
         timeout: Duration,
         mut matcher: impl FnMut(&str) -> Option<T>,
     ) -> Result<T> {
-        let deadline = Instant::now() + timeout;
+        let mut progress = Progress::new(timeout);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = match progress.left() {
+                Ok(left) => left,
+                Err(why) => {
+                    return Err(self.stage_error(stage, &format!("{why} while waiting for {what}")));
+                }
+            };
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
+                    progress.made();
                     self.seen.push(line.clone());
                     if let Some(found) = matcher(&line) {
                         return Ok(found);
@@ -111,10 +138,7 @@ impl Qemu {
                         ));
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(self
-                        .stage_error(stage, &format!("no {what} within {} s", timeout.as_secs())));
-                }
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().ok();
                     return Err(self.stage_error(
@@ -126,9 +150,10 @@ impl Qemu {
         }
     }
 
-    /// Waits for QEMU to exit by itself (the guest or dom0 powered off), draining the console.
+    /// Waits for QEMU to exit by itself (the guest or dom0 powered off), draining the console;
+    /// `timeout` is the longest wait without a new console line.
     pub fn wait_exit(&mut self, stage: &str, timeout: Duration) -> Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
+        let mut progress = Progress::new(timeout);
         loop {
             if let Some(status) = self.child.try_wait()? {
                 // Drain what is still buffered so the log and `lines_seen` are complete.
@@ -137,14 +162,16 @@ impl Qemu {
                 }
                 return Ok(status);
             }
-            if Instant::now() >= deadline {
-                return Err(self.stage_error(
-                    stage,
-                    &format!("QEMU did not exit within {} s", timeout.as_secs()),
-                ));
+            if let Err(why) = progress.left() {
+                return Err(
+                    self.stage_error(stage, &format!("{why} while waiting for QEMU to exit"))
+                );
             }
             match self.lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => self.seen.push(line),
+                Ok(line) => {
+                    progress.made();
+                    self.seen.push(line);
+                }
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
             }
         }
@@ -156,9 +183,10 @@ impl Qemu {
         let start = self.seen.len().saturating_sub(TAIL_LINES);
         let tail = self.seen[start..].join("\n    ");
         anyhow::anyhow!(
-            "stage '{stage}' failed after {:.1} s: {what}\n  last console lines:\n    {tail}\n  full console log: {}",
+            "stage '{stage}' failed after {:.1} s: {what}\n  last console lines:\n    {tail}\n  full console log: {}\n  ({})",
             self.started.elapsed().as_secs_f64(),
-            self.log_path.display()
+            self.log_path.display(),
+            crate::limits::note()
         )
     }
 }
@@ -169,6 +197,56 @@ impl Drop for Qemu {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A stage's clock: the limit without progress, restarted by each new console line, and the cap
+/// on the whole stage.
+struct Progress {
+    limit: Duration,
+    cap: Duration,
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    /// A clock for a stage whose (unscaled) limit without progress is `limit`.
+    fn new(limit: Duration) -> Self {
+        let limit = crate::limits::scaled(limit);
+        let now = Instant::now();
+        Self {
+            limit,
+            cap: limit * PROGRESS_CAP,
+            started: now,
+            last: now,
+        }
+    }
+
+    /// A new console line arrived.
+    fn made(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// How long to wait for the next line, or why the stage is over.
+    fn left(&self) -> std::result::Result<Duration, String> {
+        let now = Instant::now();
+        let quiet = now.duration_since(self.last);
+        if quiet >= self.limit {
+            return Err(format!(
+                "no new console line for {} s",
+                self.limit.as_secs_f64().round()
+            ));
+        }
+        let running = now.duration_since(self.started);
+        if running >= self.cap {
+            return Err(format!(
+                "still not done after {} s of console output ({PROGRESS_CAP} times the stage's \
+                 {} s limit)",
+                self.cap.as_secs_f64().round(),
+                self.limit.as_secs_f64().round()
+            ));
+        }
+        Ok((self.limit - quiet).min(self.cap - running))
     }
 }
 
@@ -205,4 +283,41 @@ pub fn check_clean_exit(status: ExitStatus, what: &str) -> Result<()> {
         bail!("{what}: QEMU exited with {status}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_stage_ends_after_its_limit_and_says_so() {
+        let progress = Progress::new(Duration::from_millis(30));
+        assert!(progress.left().is_ok());
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(
+            progress
+                .left()
+                .expect_err("quiet for longer than the limit"),
+            "no new console line for 0 s"
+        );
+    }
+
+    #[test]
+    fn progress_restarts_the_limit_up_to_the_cap() {
+        let mut progress = Progress::new(Duration::from_millis(40));
+        // Lines keep coming: the stage goes on past its limit...
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(20));
+            progress.made();
+            assert!(progress.left().is_ok());
+        }
+        // ...but never past PROGRESS_CAP times it.
+        progress.started -= Duration::from_millis(40) * PROGRESS_CAP;
+        progress.made();
+        let why = progress.left().expect_err("past the cap");
+        assert!(
+            why.starts_with("still not done after 0 s of console output"),
+            "{why}"
+        );
+    }
 }

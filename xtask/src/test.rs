@@ -1,6 +1,6 @@
 //! `cargo xtask test`: every check the project has, in one command (what CI runs).
 
-use crate::{artifacts, bare, deps, paths, xen};
+use crate::{artifacts, bare, deps, paths, toolchain, xen};
 use anyhow::{Result, bail};
 use std::time::Instant;
 
@@ -36,6 +36,11 @@ pub fn run(qemu: bool, xen: bool) -> Result<()> {
     let mut outcomes = Vec::new();
     let cargo = artifacts::cargo;
 
+    check(
+        &mut outcomes,
+        "toolchain: AArch64 targets, rustfmt, clippy",
+        toolchain::ensure,
+    );
     check(
         &mut outcomes,
         "tools: qemu-system-aarch64, dtc",

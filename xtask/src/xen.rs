@@ -226,7 +226,12 @@ pub fn host_reserved_memory_dtsi(region: &Region) -> String {
 /// host with `fdtoverlay` (the launcher does so on every run).
 pub fn host_overlay_dtso(region: &Region) -> String {
     format!(
-        "/dts-v1/;\n/plugin/;\n\n{note}\n&{{/}} {{\n{reserved}\n{sram}}};\n",
+        "/dts-v1/;\n/plugin/;\n\n{note}\n&{{/}} {{\n{cells}\n{reserved}\n{sram}}};\n",
+        cells = "    /* The root's cells on both boards (QEMU virt and ZynqMP have 2 and 2). An overlay does\n     \
+                 * not see the tree it is applied to: stated here, dtc checks the reg values\n     \
+                 * below and compiles this without warnings. A board whose root has other cell\n     \
+                 * counts needs the reg values rewritten, not just these two lines. */\n    \
+                 #address-cells = <0x2>;\n    #size-cells = <0x2>;\n",
         note = generated_note(
             "sramlink host device-tree change (recipe step 1) as an overlay: the same nodes as\n * \
              host-sram-reserved-memory.dtsi. Compile: dtc -@ -I dts -O dtb -o host-sram-overlay.dtbo\n * \
@@ -578,7 +583,7 @@ pub fn chosen_fragment(config: &Config, modules: &[Module]) -> String {
             let (compatible, bootargs) = match module.kind {
                 ModuleKind::DomUKernel(i) if i == index => (
                     "\"multiboot,kernel\", \"multiboot,module\"",
-                    domu.cmd.as_deref(),
+                    Some(domu.cmd.as_str()),
                 ),
                 ModuleKind::DomUDtb(i) if i == index => {
                     ("\"multiboot,device-tree\", \"multiboot,module\"", None)
@@ -822,10 +827,7 @@ fn prepare(case: Case, inputs: &Inputs, run: &Dom0Run, work: &Path) -> Result<Pr
     }
     // The guest takes the last `sramlink.idle=` word of its command line.
     let guest_cmd = &mut config.domus[0].cmd;
-    *guest_cmd = Some(match guest_cmd.take() {
-        Some(cmd) => format!("{cmd} {}", run.guest_idle.bootarg()),
-        None => run.guest_idle.bootarg().to_string(),
-    });
+    *guest_cmd = format!("{guest_cmd} {}", run.guest_idle.bootarg());
     if region.base < config.memory_start || region.end() > config.memory_end {
         bail!(
             "the region {:#x}+{:#x} is outside RAM {:#x}..{:#x} of {QEMU_CONFIG}",
@@ -1383,6 +1385,16 @@ mod tests {
             compile_source(&source, &out, name.ends_with(".dtso"))
                 .unwrap_or_else(|error| panic!("{name} does not compile: {error:#}"));
         }
+        // The overlay compiles without a warning with the command the README gives users.
+        let overlay = dir.join("host-sram-overlay.dtso");
+        let output = Command::new("dtc")
+            .args(["-@", "-I", "dts", "-O", "dtb", "-o"])
+            .arg(dir.join("warnings.dtbo"))
+            .arg(&overlay)
+            .output()
+            .expect("dtc runs");
+        assert!(output.status.success());
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
@@ -1509,7 +1521,7 @@ mod tests {
             1
         );
         let mut without = config.clone();
-        without.domus[0].cmd = None;
+        without.domus[0].cmd = crate::imagebuilder::DEFAULT_DOMU_CMD.to_string();
         assert!(!chosen_fragment(&without, &modules).contains("sramlink.idle"));
         assert_eq!(dts_string("a \"b\" \\c"), "\"a \\\"b\\\" \\\\c\"");
     }
