@@ -5,7 +5,7 @@
 //!  qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -smp 2 -m 2G
 //!  ┌──────────────────────────── Xen 4.17 (EL2), console on PL011 ───────────────────────────┐
 //!  │  dom0: Debian Linux, 1 vCPU, 512 MiB          domU1: sramlink guest, 1 vCPU, vpl011      │
-//!  │   /init → sramlink-peer (/dev/mem, O_SYNC)     partial DT: passthrough/sram@7f000000     │
+//!  │   /init → sramlink-peer (/dev/sramlink0)       partial DT: passthrough/sram@7f000000     │
 //!  │          │                                      xen,reg identity  │                      │
 //!  │          └──────────────► region 0x7f00_0000 + 16 MiB ◄───────────┘                      │
 //!  │                  host DT: /reserved-memory no-map + sram@7f000000 (mmio-sram)             │

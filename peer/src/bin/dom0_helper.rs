@@ -132,7 +132,7 @@ fn mmap_beyond(path: &Path) -> Result<(), String> {
         )
     })?;
     println!(
-        "sramlink-dom0-helper: mmap of {} at offset 0 length {size:#x} (the region {}): ok",
+        "sramlink-dom0-helper: mmap of {} at offset 0x0 length {size:#x} (the region {}): ok",
         path.display(),
         device.info.range
     );
