@@ -220,6 +220,19 @@ impl Drop for MappedRegion {
 
 /// The ring's view of a [`MappedRegion`]: volatile word accesses, valid only while the
 /// mapping it borrows lives.
+///
+/// The borrow is what keeps the region mapped: using a handle after its region is dropped
+/// (unmapped) does not compile.
+///
+/// ```compile_fail,E0505
+/// use sramlink_peer::mapping::MappedRegion;
+/// use sramlink_ring::SharedMemory;
+///
+/// let region = MappedRegion::map_file(std::path::Path::new("/dev/shm/ram"), 0, 4096).unwrap();
+/// let memory = region.memory().unwrap();
+/// drop(region);
+/// memory.load_u32(0);
+/// ```
 #[derive(Debug, Clone)]
 pub struct RegionMemory<'mapping> {
     memory: VolatileMemory,
@@ -372,10 +385,11 @@ mod tests {
                 offset: page as u64
             }
         );
-        let memory = region.memory().expect("handle");
-        memory.store_u64(8, 0x1122_3344_5566_77a5);
-        assert_eq!(memory.clone().load_u32(8), 0x5566_77a5);
-        drop(memory);
+        {
+            let memory = region.memory().expect("handle");
+            memory.store_u64(8, 0x1122_3344_5566_77a5);
+            assert_eq!(memory.clone().load_u32(8), 0x5566_77a5);
+        }
         drop(region);
         let bytes = std::fs::read(file.path()).expect("read");
         assert_eq!(
