@@ -131,6 +131,56 @@ pub fn build_for_kernel(kernel: &Path) -> Result<PathBuf> {
     build(&headers, &identity.release)
 }
 
+/// A user's own `sramlink.ko` (`--dom0-module`): must exist and carry a `vermagic`, which
+/// must name the kernel `kernel` when its banner is readable (any kernel's, Debian's or not).
+pub fn own_module(module: &Path, kernel: &Path) -> Result<PathBuf> {
+    let bytes = std::fs::read(module).with_context(|| {
+        format!(
+            "--dom0-module {}: cannot read it (build it as dom0-module/README.md describes)",
+            module.display()
+        )
+    })?;
+    let vermagic = vermagic(&bytes)
+        .with_context(|| format!("--dom0-module {} is not a kernel module", module.display()))?;
+    let kernel_bytes =
+        std::fs::read(kernel).with_context(|| format!("reading {}", kernel.display()))?;
+    if let Some(release) = kernel_release(&kernel_bytes) {
+        check_vermagic(&vermagic, &release)
+            .with_context(|| format!("--dom0-module {}", module.display()))?;
+    }
+    println!(
+        "xtask: using your dom0 module {} (vermagic {vermagic})",
+        module.display()
+    );
+    std::fs::canonicalize(module).with_context(|| format!("--dom0-module {}", module.display()))
+}
+
+/// The release (`uname -r`) in a kernel Image's `Linux version` banner, Debian's or not.
+fn kernel_release(image: &[u8]) -> Option<String> {
+    const NEEDLE: &[u8] = b"Linux version ";
+    let mut rest = image;
+    while let Some(at) = find(rest, NEEDLE) {
+        rest = &rest[at + NEEDLE.len()..];
+        let end = rest
+            .iter()
+            .position(|byte| byte.is_ascii_whitespace() || *byte == 0)
+            .unwrap_or(rest.len());
+        let release = String::from_utf8_lossy(&rest[..end]).into_owned();
+        if release.starts_with(|c: char| c.is_ascii_digit()) {
+            return Some(release);
+        }
+    }
+    None
+}
+
+/// A module loads only into the kernel its `vermagic` names.
+fn check_vermagic(vermagic: &str, release: &str) -> Result<()> {
+    if vermagic.split_whitespace().next() != Some(release) {
+        bail!("has vermagic {vermagic:?}, but the dom0 kernel is {release}");
+    }
+    Ok(())
+}
+
 /// Installs `packages` when `command` is not on `PATH`.
 fn ensure_tool(command: &str, packages: &[&str]) -> Result<()> {
     if crate::deps::have(command) {
@@ -356,12 +406,7 @@ fn build(headers: &Path, release: &str) -> Result<PathBuf> {
     let module = build_dir.join(MODULE_FILE);
     let bytes = std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
     let vermagic = vermagic(&bytes)?;
-    if !vermagic.starts_with(&format!("{release} ")) {
-        bail!(
-            "{} has vermagic {vermagic:?}, not for kernel {release}",
-            module.display()
-        );
-    }
+    check_vermagic(&vermagic, release).with_context(|| format!("{}", module.display()))?;
     println!(
         "xtask: built {} (vermagic {vermagic}, -Werror)",
         module.display()
@@ -638,6 +683,33 @@ mod tests {
         let error = KernelIdentity::from_image_bytes(own).expect_err("not Debian's");
         assert!(format!("{error:#}").contains("no Debian package version"));
         assert!(KernelIdentity::from_image_bytes(b"no banner here").is_err());
+    }
+
+    #[test]
+    fn own_modules_must_match_the_kernel() {
+        assert_eq!(kernel_release(BANNER).as_deref(), Some("6.1.0-57-arm64"));
+        let own = b"Linux version 6.6.40-xilinx-v2024.2 (me@host) (gcc 13) #1 SMP\n";
+        assert_eq!(
+            kernel_release(own).as_deref(),
+            Some("6.6.40-xilinx-v2024.2")
+        );
+        assert_eq!(kernel_release(b"nothing"), None);
+        let vermagic = "6.1.0-57-arm64 SMP mod_unload modversions aarch64";
+        assert!(check_vermagic(vermagic, "6.1.0-57-arm64").is_ok());
+        let error = check_vermagic(vermagic, "6.1.0-58-arm64").expect_err("other kernel");
+        assert!(format!("{error:#}").contains("but the dom0 kernel is 6.1.0-58-arm64"));
+        assert!(check_vermagic(vermagic, "6.1.0-5").is_err());
+        let dir = std::env::temp_dir().join(format!("sramlink-own-module-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let kernel = dir.join("Image");
+        std::fs::write(&kernel, BANNER).expect("write");
+        let not_elf = dir.join("sramlink.ko");
+        std::fs::write(&not_elf, b"text").expect("write");
+        let error = own_module(&not_elf, &kernel).expect_err("not a module");
+        assert!(format!("{error:#}").contains("is not a kernel module"));
+        let missing = own_module(&dir.join("absent.ko"), &kernel).expect_err("missing");
+        assert!(format!("{missing:#}").contains("cannot read it"));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct DemoOptions {
     pub xen: Option<PathBuf>,
     /// A user's own dom0 kernel Image instead of Debian's.
     pub dom0_kernel: Option<PathBuf>,
+    /// A user's own `sramlink.ko` for that kernel instead of one xtask builds.
+    pub dom0_module: Option<PathBuf>,
     /// The guest's idle policy in the main boot (the demo boots once more with the other).
     pub guest_idle: GuestIdle,
 }
@@ -755,7 +757,10 @@ impl Inputs {
         })?;
         let peer = artifacts::peer_aarch64()?;
         Ok(Self {
-            module: module::build_for_kernel(&binaries.dom0_kernel)?,
+            module: match &options.dom0_module {
+                Some(own) => module::own_module(own, &binaries.dom0_kernel)?,
+                None => module::build_for_kernel(&binaries.dom0_kernel)?,
+            },
             helper: peer.with_file_name(module::DOM0_HELPER),
             xen: binaries.xen,
             dom0_kernel: binaries.dom0_kernel,
@@ -1317,6 +1322,7 @@ pub fn system_tests() -> Result<Vec<SystemTest<'static>>> {
         busy_poll: false,
         xen: None,
         dom0_kernel: None,
+        dom0_module: None,
         guest_idle: GuestIdle::Wfe,
     })?);
     let run = Dom0Run {
