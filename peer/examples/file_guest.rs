@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use sramlink_peer::mapping::MappedRegion;
 use sramlink_peer::numbers::parse_number;
 use sramlink_ring::service::Service;
-use sramlink_ring::{Geometry, Region, Role, SideState, VolatileMemory};
+use sramlink_ring::{Geometry, Region, Role, SideState};
 
 fn main() -> ExitCode {
     match serve() {
@@ -44,10 +44,8 @@ fn serve() -> Result<(), String> {
         handle.set_len(needed).map_err(|error| error.to_string())?;
     }
     let mapping = MappedRegion::map_file(&path, offset, size).map_err(|error| error.to_string())?;
-    // SAFETY: `mapping` lives until the end of this function, after the service returned, and
-    // this process touches it only through the VolatileMemory handle.
-    let memory = unsafe { VolatileMemory::new(mapping.as_ptr(), mapping.len()) }
-        .map_err(|error| error.to_string())?;
+    // The handle borrows `mapping`, which therefore stays mapped while the service runs.
+    let memory = mapping.memory().map_err(|error| error.to_string())?;
     let geometry = Geometry::for_region(mapping.len()).map_err(|error| error.to_string())?;
     let region = Region::create(memory, geometry).map_err(|error| error.to_string())?;
     region.set_state(Role::Guest, SideState::Ready);

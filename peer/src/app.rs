@@ -1,12 +1,14 @@
-//! The whole run behind `main`: find and map the region, attach, run the mode, fill the report.
+//! The whole run behind `main`: find and map the region (sramlink device, /dev/mem or a file),
+//! attach, run the mode, fill the report.
 
-use sramlink_ring::VolatileMemory;
+use std::path::PathBuf;
 
 use crate::cli::{Cli, Direction, Mode, RegionSource};
 use crate::counter::Counter;
+use crate::device::{OpenDevice, find_devices};
 use crate::devicetree::{DeviceTreeRegions, PhysRange};
 use crate::error::{ErrorKind, PeerError};
-use crate::mapping::MappedRegion;
+use crate::mapping::{MappedRegion, Route, page_size};
 use crate::report::Report;
 use crate::session::{self, RunOptions};
 
@@ -81,17 +83,9 @@ fn run(
     notes: &mut Vec<String>,
 ) -> Result<(), PeerError> {
     let mapping = map_region(cli, report, notes)?;
-    // `memory` and the `region` built from it are declared after `mapping`, so they are
-    // dropped before it at the end of this function, and the session ends inside it. File
-    // mappings are normal memory (payloads copied with memcpy) and /dev/mem mappings Device
-    // memory (aligned 32- and 64-bit accesses only); `memory_type` says which.
-    // SAFETY: `mapping` is a live read/write mapping of `len` bytes that outlives every use of
-    // `memory`, touched by nothing in this program but the VolatileMemory handle, and of the
-    // memory type `memory_type` reports.
-    let memory = unsafe {
-        VolatileMemory::with_type(mapping.as_ptr(), mapping.len(), mapping.memory_type())
-    }
-    .map_err(|error| PeerError::region(error.to_string()))?;
+    notes.push(format!("region: {}", mapping.route()));
+    // The handle borrows `mapping`: the region stays mapped while the session uses it.
+    let memory = mapping.memory()?;
     let region = session::attach(memory, cli.timeout, cli.backoff_policy())?;
     *attached = true;
     let options = RunOptions {
@@ -105,45 +99,121 @@ fn run(
 }
 
 /// Maps the region the command line describes and records where it came from. A
-/// `--base/--size` range is mapped only after the device tree confirms it (see
-/// [`DeviceTreeRegions::check_range`]); without a device tree it is refused.
+/// `--base/--size` range is mapped only after the device tree (or the sramlink module)
+/// confirms it (see [`DeviceTreeRegions::check_range`]); without a device tree it is refused.
 fn map_region(
     cli: &Cli,
     report: &mut Report,
     notes: &mut Vec<String>,
 ) -> Result<MappedRegion, PeerError> {
-    match cli.region_source()? {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    report.euid = Some(unsafe { libc::geteuid() });
+    let mapping = match cli.region_source()? {
         RegionSource::File { path, offset, size } => {
-            report.region_source = "file";
             report.region_file = Some(path.display().to_string());
             report.region_file_offset = Some(offset);
-            report.region_size = size;
-            MappedRegion::map_file(&path, offset, size)
+            MappedRegion::map_file(&path, offset, size)?
         }
-        RegionSource::PhysicalRange { base, size } => {
-            let range = PhysRange::from_base_size(base, size).ok_or_else(|| {
-                PeerError::usage(format!(
-                    "--base {base:#x} + --size {size:#x} runs past the end of the address space"
-                ))
-            })?;
+        RegionSource::Device { path } => MappedRegion::map_device(&path)?,
+        RegionSource::DevMem { range } => map_dev_mem(cli, range, report, notes)?,
+        RegionSource::Auto { range } => {
+            match pick_device(&find_devices(&cli.device_dir)?, range)? {
+                Some(device) => MappedRegion::map_open_device(device)?,
+                None => {
+                    notes.push(format!(
+                        "no sramlink device in {} (the sramlink dom0 module is not loaded): \
+                         falling back to /dev/mem",
+                        cli.device_dir.display()
+                    ));
+                    map_dev_mem(cli, range, report, notes)?
+                }
+            }
+        }
+    };
+    match mapping.route() {
+        Route::File { .. } => report.region_source = "file",
+        Route::Device { path, info } => {
+            report.region_source = "device";
+            report.region_device = Some(path.display().to_string());
+            report.region_base = Some(info.range.start());
+            report.region_cacheable = Some(info.cacheable);
+        }
+        Route::DevMem { range } => {
             report.region_source = "dev-mem";
-            report.region_base = Some(base);
-            report.region_size = size;
+            report.region_base = Some(range.start());
+            report.region_cacheable = Some(false);
+        }
+    }
+    report.region_size = mapping.len() as u64;
+    Ok(mapping)
+}
+
+/// /dev/mem for `range` (checked against the device tree) or the tree's single node.
+fn map_dev_mem(
+    cli: &Cli,
+    range: Option<PhysRange>,
+    report: &mut Report,
+    notes: &mut Vec<String>,
+) -> Result<MappedRegion, PeerError> {
+    let range = match range {
+        Some(range) => {
             let accepted = DeviceTreeRegions::check_range_at(&cli.device_tree, &range)?;
             report.region_node = Some(accepted.node.path.clone());
             if accepted.reserved_fallback {
                 notes.push(accepted.to_string());
             }
-            MappedRegion::map_dev_mem(range)
+            range
         }
-        RegionSource::Discover => {
+        None => {
             let node = DeviceTreeRegions::scan(&cli.device_tree)?.discover()?;
-            report.region_source = "device-tree";
             report.region_node = Some(node.path.clone());
-            report.region_base = Some(node.range.start());
-            report.region_size = node.range.size();
-            MappedRegion::map_dev_mem(node.range)
+            node.range
         }
+    };
+    MappedRegion::map_dev_mem(range)
+}
+
+/// The sramlink device to use among `devices`: the one serving `range` when given, else
+/// the only one. `None` when there is none (the module is not loaded).
+fn pick_device(
+    devices: &[PathBuf],
+    range: Option<PhysRange>,
+) -> Result<Option<OpenDevice>, PeerError> {
+    if devices.is_empty() {
+        return Ok(None);
+    }
+    let page = page_size();
+    let mut opened = Vec::new();
+    for path in devices {
+        opened.push(OpenDevice::open(path, page)?);
+    }
+    let list = || {
+        opened
+            .iter()
+            .map(|device| format!("{} ({})", device.path.display(), device.info.range))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match range {
+        Some(range) => {
+            let names = list();
+            opened
+                .into_iter()
+                .find(|device| device.info.range == range)
+                .map(Some)
+                .ok_or_else(|| {
+                    PeerError::region(format!(
+                        "refusing to map {range}: no sramlink device serves it (devices: \
+                         {names}); use --device PATH, or --dev-mem for /dev/mem"
+                    ))
+                })
+        }
+        None if opened.len() == 1 => Ok(opened.pop()),
+        None => Err(PeerError::region(format!(
+            "{} sramlink devices, cannot choose: {}; pass --device PATH",
+            opened.len(),
+            list()
+        ))),
     }
 }
 

@@ -6,31 +6,47 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::backoff::BackoffPolicy;
+use crate::devicetree::PhysRange;
 use crate::error::PeerError;
 use crate::numbers::parse_number;
 
 /// The Linux end of the sramlink ring: ping, echo or stream with the guest over a shared
 /// region.
 ///
-/// The region is a host file (`--file PATH --offset N --size N`, e.g. QEMU's RAM backing file
-/// in /dev/shm), a physical range of /dev/mem (`--base ADDR --size N`, which must equal the reg
-/// of an enabled "mmio-sram" node of the device tree, or of a /reserved-memory entry when the
-/// tree has no enabled "mmio-sram" node; refused when there is no device tree), or, with
-/// neither, the "mmio-sram" node of the device tree Linux booted with (/sys/firmware/fdt).
+/// The region is, in this order of preference: the sramlink dom0 module's device
+/// (`--device /dev/sramlinkN`, or the only /dev/sramlinkN found; base and size come from the
+/// module, any user with access to the device node may use it); a physical range of /dev/mem
+/// (`--dev-mem`, or when no sramlink device exists; needs root and, while the sram driver claims
+/// the range, `iomem=relaxed`); or a host file (`--file PATH --offset N --size N`, e.g. QEMU's
+/// RAM backing file in /dev/shm). `--base ADDR --size N` names the range: it must equal the
+/// region of a sramlink device, or for /dev/mem the reg of an enabled "mmio-sram" node of the
+/// device tree (or of a /reserved-memory entry when the tree has no enabled "mmio-sram" node).
+/// Without it /dev/mem maps the "mmio-sram" node of the device tree Linux booted with
+/// (/sys/firmware/fdt).
 /// Numbers are hex (0x..) or decimal.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sramlink-peer", version)]
 pub struct Cli {
-    /// Map this file (MAP_SHARED) instead of /dev/mem.
+    /// Map this file (MAP_SHARED) instead of the sramlink device or /dev/mem.
     #[arg(long, value_name = "PATH", conflicts_with = "base")]
     pub file: Option<PathBuf>,
+
+    /// Map the region this sramlink module device serves (base and size come from the
+    /// module); by default the only /dev/sramlinkN is used when there is one.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["file", "base", "size", "dev_mem"])]
+    pub device: Option<PathBuf>,
+
+    /// Map through /dev/mem even when a sramlink device exists (needs root, and
+    /// `iomem=relaxed` on dom0's command line while the sram driver claims the range).
+    #[arg(long, conflicts_with = "file")]
+    pub dev_mem: bool,
 
     /// Byte offset of the region in --file (page-aligned).
     #[arg(long, value_name = "N", value_parser = parse_number, requires = "file")]
     pub offset: Option<u64>,
 
-    /// Physical address of the region, mapped through /dev/mem (page-aligned); --base/--size
-    /// must equal a range of the --device-tree.
+    /// Physical address of the region (page-aligned); --base/--size must equal a sramlink
+    /// device's region or, for /dev/mem, a range of the --device-tree.
     #[arg(long, value_name = "ADDR", value_parser = parse_number)]
     pub base: Option<u64>,
 
@@ -43,6 +59,10 @@ pub struct Cli {
     /// enabled "mmio-sram" node).
     #[arg(long, value_name = "FILE", default_value = crate::devicetree::SYS_FIRMWARE_FDT)]
     pub device_tree: PathBuf,
+
+    /// Directory searched for sramlink devices (`sramlinkN`) when no route is given.
+    #[arg(long, value_name = "DIR", default_value = crate::device::DEV_DIR, hide = true)]
+    pub device_dir: PathBuf,
 
     /// Also print the report as one line `SRAMLINK-REPORT {json}`.
     #[arg(long, global = true)]
@@ -153,37 +173,72 @@ pub enum RegionSource {
         /// Region size in bytes.
         size: u64,
     },
-    /// A physical range mapped through /dev/mem.
-    PhysicalRange {
-        /// Page-aligned physical address.
-        base: u64,
-        /// Region size in bytes.
-        size: u64,
+    /// The sramlink module's device named with `--device`.
+    Device {
+        /// `/dev/sramlinkN`.
+        path: PathBuf,
     },
-    /// The single mmio-sram node of the device tree, mapped through /dev/mem.
-    Discover,
+    /// `--dev-mem`: /dev/mem, for the given range (checked against the device tree) or the
+    /// device tree's single mmio-sram node.
+    DevMem {
+        /// `--base/--size`, if given.
+        range: Option<PhysRange>,
+    },
+    /// Nothing asked: the sramlink device when one exists (equal to the range, if given),
+    /// otherwise /dev/mem as for [`RegionSource::DevMem`].
+    Auto {
+        /// `--base/--size`, if given.
+        range: Option<PhysRange>,
+    },
 }
 
 impl Cli {
     /// The region source the arguments describe, or a usage error saying what is missing.
     pub fn region_source(&self) -> Result<RegionSource, PeerError> {
-        match (&self.file, self.base, self.size) {
-            (Some(path), None, Some(size)) => Ok(RegionSource::File {
-                path: path.clone(),
-                offset: self.offset.unwrap_or(0),
-                size,
-            }),
-            (Some(_), None, None) => Err(PeerError::usage(
-                "--file needs --size N (and --offset N unless the region starts the file)",
-            )),
-            (None, Some(base), Some(size)) => Ok(RegionSource::PhysicalRange { base, size }),
-            (None, Some(_), None) => Err(PeerError::usage("--base needs --size N")),
-            (None, None, Some(_)) => Err(PeerError::usage(
-                "--size needs --file PATH or --base ADDR (without both, the region is discovered)",
-            )),
-            (None, None, None) => Ok(RegionSource::Discover),
-            (Some(_), Some(_), _) => Err(PeerError::usage("--file and --base exclude each other")),
+        if let Some(path) = &self.file {
+            return match (self.size, self.base) {
+                (Some(size), None) => Ok(RegionSource::File {
+                    path: path.clone(),
+                    offset: self.offset.unwrap_or(0),
+                    size,
+                }),
+                (None, None) => Err(PeerError::usage(
+                    "--file needs --size N (and --offset N unless the region starts the file)",
+                )),
+                (_, Some(_)) => Err(PeerError::usage("--file and --base exclude each other")),
+            };
         }
+        if let Some(path) = &self.device {
+            if self.base.is_some() || self.size.is_some() || self.dev_mem {
+                return Err(PeerError::usage(
+                    "--device takes base and size from the sramlink module; drop --base, --size                      and --dev-mem",
+                ));
+            }
+            return Ok(RegionSource::Device { path: path.clone() });
+        }
+        let range = match (self.base, self.size) {
+            (Some(base), Some(size)) => {
+                Some(PhysRange::from_base_size(base, size).ok_or_else(|| {
+                    PeerError::usage(format!(
+                        "--base {base:#x} + --size {size:#x} runs past the end of the address \
+                         space"
+                    ))
+                })?)
+            }
+            (Some(_), None) => return Err(PeerError::usage("--base needs --size N")),
+            (None, Some(_)) => {
+                return Err(PeerError::usage(
+                    "--size needs --file PATH or --base ADDR (without either, the region is \
+                     discovered)",
+                ));
+            }
+            (None, None) => None,
+        };
+        Ok(if self.dev_mem {
+            RegionSource::DevMem { range }
+        } else {
+            RegionSource::Auto { range }
+        })
     }
 
     /// The waiting policy (`--busy-poll` disables sleeping).
@@ -287,9 +342,8 @@ mod tests {
         .expect("valid");
         assert_eq!(
             cli.region_source(),
-            Ok(RegionSource::PhysicalRange {
-                base: 0x7f00_0000,
-                size: 0x100_0000
+            Ok(RegionSource::Auto {
+                range: Some(PhysRange::from_base_size(0x7f00_0000, 0x100_0000).unwrap())
             })
         );
         assert!(cli.json && cli.stop_guest);
@@ -308,7 +362,7 @@ mod tests {
     #[test]
     fn no_source_means_discovery() {
         let cli = parse(&["stream", "--direction", "from-guest", "--count", "5"]).expect("valid");
-        assert_eq!(cli.region_source(), Ok(RegionSource::Discover));
+        assert_eq!(cli.region_source(), Ok(RegionSource::Auto { range: None }));
         assert_eq!(
             cli.mode,
             Mode::Stream {
@@ -317,6 +371,42 @@ mod tests {
                 direction: Direction::FromGuest
             }
         );
+    }
+
+    #[test]
+    fn device_and_dev_mem_routes() {
+        let device = parse(&["--device", "/dev/sramlink1", "ping"]).expect("valid");
+        assert_eq!(
+            device.region_source(),
+            Ok(RegionSource::Device {
+                path: "/dev/sramlink1".into()
+            })
+        );
+        let dev_mem = parse(&["--dev-mem", "ping"]).expect("valid");
+        assert_eq!(
+            dev_mem.region_source(),
+            Ok(RegionSource::DevMem { range: None })
+        );
+        let dev_mem_range = parse(&[
+            "--dev-mem",
+            "--base",
+            "0x7f000000",
+            "--size",
+            "0x1000",
+            "ping",
+        ])
+        .expect("valid");
+        assert_eq!(
+            dev_mem_range.region_source(),
+            Ok(RegionSource::DevMem {
+                range: Some(PhysRange::from_base_size(0x7f00_0000, 0x1000).unwrap())
+            })
+        );
+        // The module gives the size; /dev/mem and a file are other routes.
+        assert!(parse(&["--device", "/dev/sramlink0", "--size", "0x1000", "ping"]).is_err());
+        assert!(parse(&["--device", "/dev/sramlink0", "--dev-mem", "ping"]).is_err());
+        assert!(parse(&["--device", "/dev/sramlink0", "--file", "f", "ping"]).is_err());
+        assert!(parse(&["--dev-mem", "--file", "f", "--size", "1", "ping"]).is_err());
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! 2. [`devicetree`] finds the `mmio-sram` node and the `/reserved-memory` ranges in the
 //!    device tree blob Linux booted with (`/sys/firmware/fdt`; a parameter, so tests write
 //!    their own), interpreted by `sramlink-devicetree` exactly as the guest interprets its own.
-//! 3. [`mapping`] maps the region: a host file with `MAP_SHARED`, or a physical range of
-//!    `/dev/mem`.
+//! 3. [`mapping`] maps the region: the sramlink dom0 module's device ([`device`] finds it and
+//!    asks it for base and size), a physical range of `/dev/mem`, or a host file with
+//!    `MAP_SHARED`; the ring reaches it only through a handle that borrows the mapping.
 //! 4. [`session`] attaches to the ring the guest created and runs `ping`, `echo` or `stream`,
 //!    checking sequence numbers, checksums and payload patterns, timing round trips with
 //!    [`counter`] and waiting with the [`backoff`] policy.
@@ -21,6 +22,7 @@ pub mod app;
 pub mod backoff;
 pub mod cli;
 pub mod counter;
+pub mod device;
 pub mod devicetree;
 pub mod error;
 pub mod mapping;

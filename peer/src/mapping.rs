@@ -1,56 +1,137 @@
-//! Maps the shared region: a host file with `MAP_SHARED`, or a physical range of `/dev/mem`.
+//! Maps the shared region — a host file, the sramlink module's device, or `/dev/mem` — as a
+//! raw mapping, and hands out memory handles that cannot outlive it.
+//!
+//! The region is written concurrently by another party (the guest, or QEMU for a RAM file),
+//! so no Rust reference (`&[u8]`, `&mut [u8]`) is ever formed over it: the mapping is kept
+//! as a base pointer and a length, and every access goes through the ring's volatile
+//! [`SharedMemory`] handle, [`RegionMemory`], which borrows the [`MappedRegion`] and so
+//! cannot be used after the region is unmapped.
 
-use std::ffi::CStr;
 use std::fs::OpenOptions;
 use std::io;
-use std::path::Path;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
+use sramlink_ring::{Fence, MemoryType, SharedMemory, VolatileMemory};
+
+use crate::device::{OpenDevice, RegionInfo};
 use crate::devicetree::PhysRange;
 use crate::error::PeerError;
 
 /// The device that exposes physical memory.
-const DEV_MEM: &CStr = c"/dev/mem";
+const DEV_MEM: &str = "/dev/mem";
 
-/// A mapped region; unmapped when dropped.
+/// What the module route is called in messages that point to it.
+pub const MODULE_ROUTE: &str = "the sramlink dom0 module (dom0-module/: load sramlink.ko; the \
+    peer then finds /dev/sramlink0 by itself, or takes --device /dev/sramlink0; no root, no \
+    iomem=relaxed)";
+
+/// How the region was reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A host file, mapped `MAP_SHARED` (QEMU's RAM backing file).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Offset of the region in it.
+        offset: u64,
+    },
+    /// The sramlink module's character device.
+    Device {
+        /// `/dev/sramlinkN`.
+        path: PathBuf,
+        /// The region as the module reports it.
+        info: RegionInfo,
+    },
+    /// A physical range of `/dev/mem` (`O_SYNC`: uncached).
+    DevMem {
+        /// The range.
+        range: PhysRange,
+    },
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::File { path, offset } => {
+                write!(formatter, "file {} at offset {offset:#x}", path.display())
+            }
+            Route::Device { path, info } => write!(
+                formatter,
+                "{} through {} (the sramlink module, {})",
+                info.range.base_size(),
+                path.display(),
+                info.mapping_name()
+            ),
+            Route::DevMem { range } => write!(
+                formatter,
+                "{} through /dev/mem (uncached)",
+                range.base_size()
+            ),
+        }
+    }
+}
+
+/// A shared mapping of the region, unmapped when dropped. Never dereferenced as a slice.
 #[derive(Debug)]
 pub struct MappedRegion {
-    backing: Backing,
     base: NonNull<u8>,
     len: usize,
+    route: Route,
 }
 
-#[derive(Debug)]
-enum Backing {
-    /// memmap2 owns the mapping (held only to keep it alive; unmapped in its Drop).
-    File(#[allow(dead_code, reason = "kept for its Drop, which unmaps")] memmap2::MmapMut),
-    /// A mapping of /dev/mem made with `libc::mmap`; `MappedRegion::drop` unmaps it.
-    DevMem,
-}
+// SAFETY: a MappedRegion owns a process-wide mapping; nothing about it is tied to the thread
+// that made it (munmap may run on any thread).
+unsafe impl Send for MappedRegion {}
+// SAFETY: `&MappedRegion` only reads the immutable base, length and route, or makes a
+// RegionMemory, whose accesses are volatile word accesses designed for concurrent use.
+unsafe impl Sync for MappedRegion {}
 
 impl MappedRegion {
-    /// First byte of the mapping.
-    pub fn as_ptr(&self) -> *mut u8 {
-        self.base.as_ptr()
-    }
-
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// How this side may copy payloads: a file mapping is Normal (cacheable) memory, a
-    /// `/dev/mem` mapping (`O_SYNC`) Device memory or Normal Non-cacheable: word accesses only.
-    pub fn memory_type(&self) -> sramlink_ring::MemoryType {
-        match self.backing {
-            Backing::File(_) => sramlink_ring::MemoryType::Normal,
-            Backing::DevMem => sramlink_ring::MemoryType::Device,
-        }
-    }
-
     /// Whether the mapping is empty (never: sizes are checked to be non-zero).
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// How the region was reached.
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    /// The memory type of this mapping, which picks the ring's payload copies: a file mapping
+    /// and a cacheable module mapping are Normal memory (plain copies), `/dev/mem` and an
+    /// uncached module mapping Device memory (aligned volatile words only).
+    pub fn memory_type(&self) -> MemoryType {
+        match &self.route {
+            Route::File { .. } => MemoryType::Normal,
+            Route::Device { info, .. } if info.cacheable => MemoryType::Normal,
+            Route::Device { .. } | Route::DevMem { .. } => MemoryType::Device,
+        }
+    }
+
+    /// The handle the ring accesses the region through; it borrows `self`, so the region
+    /// stays mapped for as long as any handle (or clone of it) exists.
+    pub fn memory(&self) -> Result<RegionMemory<'_>, PeerError> {
+        // SAFETY: `base..base + len` is a live read/write MAP_SHARED mapping owned by `self`
+        // and unmapped only in its Drop, which the borrow in `RegionMemory<'_>` keeps from
+        // running while a handle exists. Nothing in this program forms references into it;
+        // all accesses are VolatileMemory's: aligned 32/64-bit volatile accesses, plus plain
+        // payload copies only when `memory_type` says the mapping is Normal memory.
+        let memory =
+            unsafe { VolatileMemory::with_type(self.base.as_ptr(), self.len, self.memory_type()) }
+                .map_err(|error| PeerError::region(error.to_string()))?;
+        Ok(RegionMemory {
+            memory,
+            mapping: PhantomData,
+        })
     }
 
     /// Maps `size` bytes at `offset` of `path`, shared with every other mapping of the file
@@ -80,103 +161,179 @@ impl MappedRegion {
                 path.display()
             )));
         }
-        let len = to_usize(size)?;
-        // The file is mapped MAP_SHARED precisely so that another process (QEMU, i.e. the
-        // guest) changes it concurrently; memmap2 calls this unsafe because such changes break
-        // Rust's aliasing rules for `&[u8]`.
-        // SAFETY: the peer never forms references into the mapping: all accesses go through
-        // the ring's volatile SharedMemory.
-        let mut mapping = unsafe {
-            memmap2::MmapOptions::new()
-                .offset(offset)
-                .len(len)
-                .map_mut(&file)
-        }
-        .map_err(|error| {
+        let base = map_shared(file.as_fd(), offset, size).map_err(|error| {
             PeerError::region(format!(
                 "cannot map {} at offset {offset:#x} size {size:#x}: {error}",
                 path.display()
             ))
         })?;
-        let base = NonNull::new(mapping.as_mut_ptr())
-            .ok_or_else(|| PeerError::region("mmap returned a null mapping"))?;
         Ok(Self {
-            backing: Backing::File(mapping),
             base,
-            len,
+            len: to_usize(size)?,
+            route: Route::File {
+                path: path.to_path_buf(),
+                offset,
+            },
         })
     }
 
-    /// Maps the physical range through `/dev/mem` (`O_SYNC`: uncached on arm64). Needs root.
+    /// Maps the whole region the sramlink module's device `path` serves; its size comes from
+    /// the module. Needs only access to the device node, not root.
+    pub fn map_device(path: &Path) -> Result<Self, PeerError> {
+        Self::map_open_device(OpenDevice::open(path, page_size())?)
+    }
+
+    /// Maps the region of a device already opened (and asked) by [`OpenDevice::open`].
+    pub fn map_open_device(device: OpenDevice) -> Result<Self, PeerError> {
+        let size = device.info.range.size();
+        let base = map_shared(device.file.as_fd(), 0, size).map_err(|error| {
+            PeerError::region(format!(
+                "mmap of {} ({}) failed: {error}",
+                device.path.display(),
+                device.info.range
+            ))
+        })?;
+        Ok(Self {
+            base,
+            len: to_usize(size)?,
+            route: Route::Device {
+                path: device.path,
+                info: device.info,
+            },
+        })
+    }
+
+    /// Maps the physical range through `/dev/mem` (`O_SYNC`: uncached on arm64). Needs root,
+    /// and `iomem=relaxed` when a driver (the sram driver) claims the range.
     pub fn map_dev_mem(range: PhysRange) -> Result<Self, PeerError> {
         let page = page_size();
         check_geometry("base", range.start(), range.size(), page)?;
         // SAFETY: geteuid has no preconditions and cannot fail.
         require_root(unsafe { libc::geteuid() }, range)?;
-        let len = to_usize(range.size())?;
-        let offset = libc::off_t::try_from(range.start()).map_err(|_| {
-            PeerError::region(format!("base {:#x} does not fit in off_t", range.start()))
-        })?;
-        // SAFETY: DEV_MEM is a NUL-terminated path; open has no other preconditions.
-        let fd = unsafe {
-            libc::open(
-                DEV_MEM.as_ptr(),
-                libc::O_RDWR | libc::O_SYNC | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            let error = io::Error::last_os_error();
-            return Err(PeerError::region(format!("cannot open /dev/mem: {error}")));
-        }
-        // SAFETY: asks the kernel for a new shared mapping at an address of its choice
-        // (null hint, no MAP_FIXED), so no existing mapping is replaced; `fd` is open.
-        let address = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                offset,
-            )
-        };
-        let mmap_error = io::Error::last_os_error();
-        // SAFETY: `fd` was opened above and is closed once; the mapping, if made, stays valid
-        // after its descriptor is closed.
-        unsafe { libc::close(fd) };
-        if address == libc::MAP_FAILED {
-            return Err(dev_mem_mmap_error(range, &mmap_error));
-        }
-        let base = NonNull::new(address.cast::<u8>())
-            .ok_or_else(|| PeerError::region("mmap of /dev/mem returned a null mapping"))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_SYNC | libc::O_CLOEXEC)
+            .open(DEV_MEM)
+            .map_err(|error| dev_mem_open_error(&error))?;
+        let base = map_shared(file.as_fd(), range.start(), range.size())
+            .map_err(|error| dev_mem_mmap_error(range, &error))?;
         Ok(Self {
-            backing: Backing::DevMem,
             base,
-            len,
+            len: to_usize(range.size())?,
+            route: Route::DevMem { range },
         })
     }
 }
 
 impl Drop for MappedRegion {
     fn drop(&mut self) {
-        if let Backing::DevMem = self.backing {
-            // SAFETY: base/len describe exactly the mapping made in `map_dev_mem`, which
-            // nothing uses any more (the region borrowing it is gone before the owner drops).
-            unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
-        }
-        // Backing::File: memmap2 unmaps in its own Drop.
+        // SAFETY: base/len describe exactly the mapping this value made; every RegionMemory
+        // borrowing it is gone (the borrow checker ends them before this drop runs).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
 
-/// /dev/mem is for root only; say so before the kernel answers with a bare EACCES.
+/// The ring's view of a [`MappedRegion`]: volatile word accesses, valid only while the
+/// mapping it borrows lives.
+///
+/// The borrow is what keeps the region mapped: using a handle after its region is dropped
+/// (unmapped) does not compile.
+///
+/// ```compile_fail,E0505
+/// use sramlink_peer::mapping::MappedRegion;
+/// use sramlink_ring::SharedMemory;
+///
+/// let region = MappedRegion::map_file(std::path::Path::new("/dev/shm/ram"), 0, 4096).unwrap();
+/// let memory = region.memory().unwrap();
+/// drop(region);
+/// memory.load_u32(0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct RegionMemory<'mapping> {
+    memory: VolatileMemory,
+    mapping: PhantomData<&'mapping MappedRegion>,
+}
+
+impl SharedMemory for RegionMemory<'_> {
+    #[inline]
+    fn len(&self) -> usize {
+        self.memory.len()
+    }
+
+    #[inline]
+    fn load_u32(&self, off: usize) -> u32 {
+        self.memory.load_u32(off)
+    }
+
+    #[inline]
+    fn store_u32(&self, off: usize, v: u32) {
+        self.memory.store_u32(off, v)
+    }
+
+    #[inline]
+    fn load_u64(&self, off: usize) -> u64 {
+        self.memory.load_u64(off)
+    }
+
+    #[inline]
+    fn store_u64(&self, off: usize, v: u64) {
+        self.memory.store_u64(off, v)
+    }
+
+    #[inline]
+    fn fence(&self, kind: Fence) {
+        self.memory.fence(kind)
+    }
+}
+
+/// A new read/write `MAP_SHARED` mapping of `size` bytes at `offset` of `fd`.
+fn map_shared(fd: BorrowedFd<'_>, offset: u64, size: u64) -> io::Result<NonNull<u8>> {
+    let len = usize::try_from(size)
+        .map_err(|_| io::Error::other(format!("size {size:#x} does not fit in usize")))?;
+    let offset = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::other(format!("offset {offset:#x} does not fit in off_t")))?;
+    // SAFETY: asks the kernel for a new shared mapping at an address of its choice (null
+    // hint, no MAP_FIXED), so no existing mapping is replaced; `fd` is open for the call.
+    // The mapping stays valid after the descriptor is closed.
+    let address = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            offset,
+        )
+    };
+    if address == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(address.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// /dev/mem is for root only; say so (and name the module route) before the kernel answers
+/// with a bare EACCES.
 fn require_root(euid: u32, range: PhysRange) -> Result<(), PeerError> {
     if euid == 0 {
         return Ok(());
     }
     Err(PeerError::region(format!(
-        "mapping {} through /dev/mem needs root (running as uid {euid})",
+        "mapping {} through /dev/mem needs root (running as uid {euid}); without root, \
+         use {MODULE_ROUTE}",
         range.base_size()
     )))
+}
+
+/// The message for `/dev/mem` failing to open (lockdown closes it even for root).
+fn dev_mem_open_error(error: &io::Error) -> PeerError {
+    match error.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => PeerError::region(format!(
+            "cannot open /dev/mem: {error} (kernel lockdown, e.g. under Secure Boot, closes \
+             /dev/mem even for root); use {MODULE_ROUTE}"
+        )),
+        _ => PeerError::region(format!("cannot open /dev/mem: {error}")),
+    }
 }
 
 /// The message for a refused `/dev/mem` mapping; EPERM gets the strict-devmem explanation.
@@ -185,8 +342,8 @@ fn dev_mem_mmap_error(range: PhysRange, error: &io::Error) -> PeerError {
         PeerError::region(format!(
             "mmap of /dev/mem at {} failed with EPERM (Operation not permitted): strict \
              devmem (CONFIG_IO_STRICT_DEVMEM) refused it because the range is claimed by a \
-             driver (the sram driver claims mmio-sram nodes); boot dom0 with `iomem=relaxed` \
-             on its command line to allow it",
+             driver (the sram driver claims mmio-sram nodes); use {MODULE_ROUTE}, or, as a \
+             fallback, boot dom0 with `iomem=relaxed` on its command line",
             range.base_size()
         ))
     } else {
@@ -216,7 +373,7 @@ fn to_usize(size: u64) -> Result<usize, PeerError> {
 }
 
 /// The system page size.
-fn page_size() -> u64 {
+pub fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(size)
@@ -242,12 +399,26 @@ mod tests {
         let file = file_of(3 * page);
         let region = MappedRegion::map_file(file.path(), page as u64, page as u64).expect("map");
         assert_eq!(region.len(), page);
-        // SAFETY: the mapping is `page` bytes long and writable; offset 0 is in bounds.
-        unsafe { region.as_ptr().write_volatile(0xa5) };
+        assert_eq!(
+            region.route(),
+            &Route::File {
+                path: file.path().to_path_buf(),
+                offset: page as u64
+            }
+        );
+        {
+            let memory = region.memory().expect("handle");
+            memory.store_u64(8, 0x1122_3344_5566_77a5);
+            assert_eq!(memory.clone().load_u32(8), 0x5566_77a5);
+        }
         drop(region);
         let bytes = std::fs::read(file.path()).expect("read");
-        assert_eq!(bytes[page], 0xa5, "write must reach the file at the offset");
-        assert_eq!(bytes[0], 0);
+        assert_eq!(
+            bytes[page + 8],
+            0xa5,
+            "write must reach the file at the offset"
+        );
+        assert_eq!(bytes[8], 0);
     }
 
     #[test]
@@ -270,7 +441,7 @@ mod tests {
     }
 
     #[test]
-    fn dev_mem_checks_alignment_and_explains_eperm() {
+    fn dev_mem_checks_alignment_and_names_the_module_route() {
         let unaligned =
             MappedRegion::map_dev_mem(PhysRange::from_base_size(0x7f00_0010, 0x1000).unwrap())
                 .unwrap_err();
@@ -285,11 +456,16 @@ mod tests {
         .message;
         assert!(message.contains("strict devmem"), "{message}");
         assert!(message.contains("claimed by a driver"), "{message}");
+        assert!(message.contains("sramlink dom0 module"), "{message}");
+        assert!(message.contains("--device /dev/sramlink0"), "{message}");
         assert!(message.contains("iomem=relaxed"), "{message}");
+        let lockdown = dev_mem_open_error(&io::Error::from_raw_os_error(libc::EPERM)).message;
+        assert!(lockdown.contains("lockdown"), "{lockdown}");
+        assert!(lockdown.contains("sramlink dom0 module"), "{lockdown}");
     }
 
     #[test]
-    fn dev_mem_needs_root() {
+    fn dev_mem_needs_root_and_names_the_module_route() {
         let range = PhysRange::from_base_size(0x7f00_0000, 0x1000).unwrap();
         assert!(require_root(0, range).is_ok());
         let error = require_root(1000, range).unwrap_err();
@@ -297,5 +473,12 @@ mod tests {
             error.message.contains("needs root (running as uid 1000)"),
             "{error}"
         );
+        assert!(error.message.contains("sramlink dom0 module"), "{error}");
+    }
+
+    #[test]
+    fn a_non_sramlink_device_is_refused() {
+        let error = MappedRegion::map_device(Path::new("/dev/null")).unwrap_err();
+        assert!(error.message.contains("not a sramlink device"), "{error}");
     }
 }

@@ -59,16 +59,22 @@ pub struct Report {
     pub messages_per_second: f64,
     /// Payload bytes per second over `elapsed_ticks` (both directions added).
     pub payload_bytes_per_second: f64,
-    /// `file`, `dev-mem` or `device-tree`.
+    /// How the region was mapped: `device` (the sramlink module), `dev-mem` or `file`.
     pub region_source: &'static str,
+    /// The sramlink device (`device` source), else `null`.
+    pub region_device: Option<String>,
+    /// Whether the mapping is cacheable (`device`, `dev-mem`), else `null`.
+    pub region_cacheable: Option<bool>,
+    /// The peer's effective user id (it needs root only for `/dev/mem`).
+    pub euid: Option<u32>,
     /// The mapped file (`file` source), else `null`.
     pub region_file: Option<String>,
     /// Offset of the region in the file (`file` source), else `null`.
     pub region_file_offset: Option<u64>,
-    /// The device-tree node the region came from (`device-tree` source) or whose `reg` the
-    /// `--base/--size` range was checked to equal (`dev-mem` source), else `null`.
+    /// The device-tree node the `dev-mem` region came from, or whose `reg` its `--base/--size`
+    /// range was checked to equal, else `null`.
     pub region_node: Option<String>,
-    /// Physical base of the region (`dev-mem`, `device-tree`); `null` for a file, whose
+    /// Physical base of the region (`device`, `dev-mem`); `null` for a file, whose
     /// physical address only the launcher knows.
     pub region_base: Option<u64>,
     /// Region size in bytes.

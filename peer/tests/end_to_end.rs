@@ -19,7 +19,6 @@ use sramlink_ring::proto::{self, HEADER_LEN, Op};
 use sramlink_ring::service::{Service, Stats};
 use sramlink_ring::{
     AtomicMemory, Error as RingError, Geometry, Region, Role, SharedMemory, SideState,
-    VolatileMemory,
 };
 
 type HeapMemory = AtomicMemory<Arc<[AtomicU32]>>;
@@ -36,12 +35,15 @@ fn spawn_guest<M>(memory: M) -> JoinHandle<Result<Stats, RingError>>
 where
     M: SharedMemory + Clone + Send + 'static,
 {
-    thread::spawn(move || {
-        let geometry = Geometry::for_region(memory.len())?;
-        let region = Region::create(memory, geometry)?;
-        region.set_state(Role::Guest, SideState::Ready);
-        Service::new(region).run(|_| thread::yield_now())
-    })
+    thread::spawn(move || serve_guest(memory))
+}
+
+/// The guest's work on the calling thread.
+fn serve_guest<M: SharedMemory + Clone>(memory: M) -> Result<Stats, RingError> {
+    let geometry = Geometry::for_region(memory.len())?;
+    let region = Region::create(memory, geometry)?;
+    region.set_state(Role::Guest, SideState::Ready);
+    Service::new(region).run(|_| thread::yield_now())
 }
 
 fn options(mode: Mode) -> RunOptions {
@@ -517,11 +519,6 @@ fn cli_over_a_shared_file() {
     file.write_all(&vec![0u8; (offset + size + page) as usize])
         .expect("fill");
     let guest_mapping = MappedRegion::map_file(file.path(), offset, size).expect("guest map");
-    // SAFETY: the mapping lives until the end of this test, after the guest thread is joined;
-    // only VolatileMemory handles access it in this process.
-    let guest_memory = unsafe { VolatileMemory::new(guest_mapping.as_ptr(), guest_mapping.len()) }
-        .expect("aligned");
-    let guest = spawn_guest(guest_memory);
     let cli = Cli::try_parse_from([
         "sramlink-peer",
         "--file",
@@ -543,8 +540,14 @@ fn cli_over_a_shared_file() {
         "4",
     ])
     .expect("valid command line");
-    let outcome = app::execute(&cli);
-    let guest_stats = guest.join().expect("guest thread").expect("guest service");
+    // The guest's handle borrows its mapping: the scope ends the guest before the mapping.
+    let (outcome, guest_stats) = thread::scope(|scope| {
+        let guest_memory = guest_mapping.memory().expect("guest handle");
+        let guest = scope.spawn(move || serve_guest(guest_memory));
+        let outcome = app::execute(&cli);
+        let stats = guest.join().expect("guest thread").expect("guest service");
+        (outcome, stats)
+    });
     assert!(outcome.error.is_none(), "{:?}", outcome.error);
     assert!(outcome.success());
     assert_eq!(app::exit_code(&outcome), 0);

@@ -1,6 +1,8 @@
-//! dom0's initramfs: a newc cpio archive with static busybox, the static peer and an init script.
+//! dom0's initramfs: a newc cpio archive with static busybox, the static peer, the sramlink
+//! module and its helper, and an init script.
 //!
-//! Layout: `/bin/busybox`, `/bin/sramlink-peer`, `/init` (the script, run by busybox `sh`),
+//! Layout: `/bin/busybox`, `/bin/sramlink-peer`, `/bin/sramlink-dom0-helper`,
+//! `/lib/modules/sramlink.ko`, `/init` (the script, run by busybox `sh`),
 //! the directories init mounts on, and `/dev/console` so init has a console before devtmpfs
 //! is mounted. Applet links are made at boot by `busybox --install -s`.
 
@@ -14,13 +16,29 @@ pub struct Contents<'a> {
     pub busybox: &'a Path,
     /// Static arm64 `sramlink-peer`.
     pub peer: &'a Path,
+    /// Static arm64 `sramlink-dom0-helper` (drops privileges, checks mmap bounds).
+    pub helper: &'a Path,
+    /// `sramlink.ko` built for dom0's kernel.
+    pub module: &'a Path,
     /// Text of `/init` (starts with `#!/bin/busybox sh`).
     pub init_script: &'a str,
 }
 
 /// Directories created in the archive, in order.
 const DIRECTORIES: &[&str] = &[
-    "bin", "dev", "etc", "proc", "root", "sbin", "sys", "tmp", "usr", "usr/bin", "usr/sbin",
+    "bin",
+    "dev",
+    "etc",
+    "lib",
+    "lib/modules",
+    "proc",
+    "root",
+    "sbin",
+    "sys",
+    "tmp",
+    "usr",
+    "usr/bin",
+    "usr/sbin",
 ];
 
 /// One archive member.
@@ -34,14 +52,32 @@ enum Member<'a> {
 pub fn build(contents: &Contents<'_>, out: &Path) -> Result<()> {
     let busybox = std::fs::read(contents.busybox)
         .with_context(|| format!("reading {}", contents.busybox.display()))?;
-    let peer = std::fs::read(contents.peer)
-        .with_context(|| format!("reading {}", contents.peer.display()))?;
-    let archive = archive(&busybox, &peer, contents.init_script)?;
+    let read =
+        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let peer = read(contents.peer)?;
+    let extra = [
+        (
+            crate::module::HELPER_IN_INITRAMFS,
+            0o755,
+            read(contents.helper)?,
+        ),
+        (
+            crate::module::MODULE_IN_INITRAMFS,
+            0o644,
+            read(contents.module)?,
+        ),
+    ];
+    let archive = archive(&busybox, &peer, &extra, contents.init_script)?;
     std::fs::write(out, archive).with_context(|| format!("writing {}", out.display()))
 }
 
-/// The archive bytes.
-fn archive(busybox: &[u8], peer: &[u8], init_script: &str) -> Result<Vec<u8>> {
+/// The archive bytes; `extra` are more files (path, mode, contents) in existing directories.
+fn archive(
+    busybox: &[u8],
+    peer: &[u8],
+    extra: &[(&str, u32, Vec<u8>)],
+    init_script: &str,
+) -> Result<Vec<u8>> {
     let mut members: Vec<(&str, Member<'_>)> = DIRECTORIES
         .iter()
         .map(|dir| (*dir, Member::Directory))
@@ -61,6 +97,15 @@ fn archive(busybox: &[u8], peer: &[u8], init_script: &str) -> Result<Vec<u8>> {
             data: peer,
         },
     ));
+    for (path, mode, data) in extra {
+        members.push((
+            path,
+            Member::File {
+                mode: *mode,
+                data: data.as_slice(),
+            },
+        ));
+    }
     members.push((
         "init",
         Member::File {
@@ -100,7 +145,9 @@ mod tests {
 
     #[test]
     fn archive_reads_back_with_modes_and_contents() {
-        let bytes = archive(b"BUSYBOX", b"PEER!", "#!/bin/busybox sh\necho hi\n").expect("builds");
+        let extra = [("lib/modules/sramlink.ko", 0o644, b"KO".to_vec())];
+        let bytes =
+            archive(b"BUSYBOX", b"PEER!", &extra, "#!/bin/busybox sh\necho hi\n").expect("builds");
         let mut rest: &[u8] = &bytes;
         let mut seen = Vec::new();
         loop {
@@ -121,6 +168,8 @@ mod tests {
         assert_eq!(find("init").3, b"#!/bin/busybox sh\necho hi\n");
         assert_eq!(find("bin/busybox").3, b"BUSYBOX");
         assert_eq!(find("bin/sramlink-peer").3, b"PEER!");
+        assert_eq!(find("lib/modules/sramlink.ko").1, 0o100_644);
+        assert_eq!(find("lib/modules/sramlink.ko").3, b"KO");
         assert_eq!(find("dev/console").1, 0o020_600);
         assert_eq!(find("dev/console").2, (5, 1));
         assert_eq!(find("proc").1, 0o040_755);
@@ -128,5 +177,6 @@ mod tests {
         let position = |name: &str| seen.iter().position(|entry| entry.0 == name).expect(name);
         assert!(position("bin") < position("bin/busybox"));
         assert!(position("dev") < position("dev/console"));
+        assert!(position("lib/modules") < position("lib/modules/sramlink.ko"));
     }
 }

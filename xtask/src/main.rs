@@ -18,6 +18,7 @@ mod dtb;
 mod imagebuilder;
 mod initramfs;
 mod limits;
+mod module;
 mod paths;
 mod plan;
 mod process;
@@ -121,6 +122,10 @@ struct DemoArgs {
     /// Use this arm64 Linux Image for dom0 instead of Debian's (xen mode).
     #[arg(long)]
     dom0_kernel: Option<PathBuf>,
+    /// Use this sramlink.ko (built for --dom0-kernel, see dom0-module/README.md) instead of
+    /// building one for a Debian kernel (xen mode).
+    #[arg(long)]
+    dom0_module: Option<PathBuf>,
     /// Let the peer busy-poll instead of backing off when idle (the other policy is measured
     /// too, in the same boot, for comparison).
     #[arg(long)]
@@ -171,9 +176,10 @@ fn main() -> ExitCode {
 fn demo(args: DemoArgs) -> Result<()> {
     match args.mode {
         Mode::Bare => {
-            if args.xen.is_some() || args.dom0_kernel.is_some() {
+            if args.xen.is_some() || args.dom0_kernel.is_some() || args.dom0_module.is_some() {
                 anyhow::bail!(
-                    "--xen and --dom0-kernel are for --mode xen; the bare run has no Xen or dom0"
+                    "--xen, --dom0-kernel and --dom0-module are for --mode xen; the bare run has \
+                     no Xen or dom0"
                 );
             }
             if args.board != [board::BoardId::Virt] {
@@ -194,6 +200,7 @@ fn demo(args: DemoArgs) -> Result<()> {
                 busy_poll: args.busy_poll,
                 xen: args.xen,
                 dom0_kernel: args.dom0_kernel,
+                dom0_module: args.dom0_module,
                 guest_idle: args.guest_idle,
                 boards: dedup(args.board),
             };

@@ -114,6 +114,16 @@ fn host_sram_node(region: &Region, indent: &str) -> String {
     )
 }
 
+/// The body of `/chosen` naming the sram node as the shared region (`sramlink,region`).
+fn host_chosen_region(region: &Region, indent: &str) -> String {
+    format!(
+        "{indent}/* Names the sram node as the shared region for dom0's sramlink module (the guest\n\
+         {indent} * reads the same property): a board with on-chip SRAM has other mmio-sram nodes. */\n\
+         {indent}sramlink,region = \"/sram@{base:x}\";\n",
+        base = region.base,
+    )
+}
+
 /// The carve-out as a `/reserved-memory` `no-map` child.
 fn host_reserved_node(region: &Region, indent: &str) -> String {
     format!(
@@ -137,7 +147,8 @@ fn host_reserved_node(region: &Region, indent: &str) -> String {
 /// append to (or `/include/` at the end of) a board's `.dts`.
 pub fn host_reserved_memory_dtsi(region: &Region) -> String {
     format!(
-        "{note}\n/ {{\n{reserved}\n{sram}}};\n",
+        "{note}\n/ {{\n{reserved}\n{sram}\n    chosen {{\n{chosen}    }};\n}};\n",
+        chosen = host_chosen_region(region, "        "),
         note = generated_note(
             "sramlink host device-tree change (recipe step 1), /reserved-memory form.\n * \
              Append to the board's .dts or `/include/` it at the end. Use it wherever the\n * \
@@ -153,7 +164,9 @@ pub fn host_reserved_memory_dtsi(region: &Region) -> String {
 /// host with `fdtoverlay` (the launcher does so on every run).
 pub fn host_overlay_dtso(region: &Region) -> String {
     format!(
-        "/dts-v1/;\n/plugin/;\n\n{note}\n&{{/}} {{\n{cells}\n{reserved}\n{sram}}};\n",
+        "/dts-v1/;\n/plugin/;\n\n{note}\n&{{/}} {{\n{cells}\n{reserved}\n{sram}}};\n\n\
+         &{{/chosen}} {{\n{chosen}}};\n",
+        chosen = host_chosen_region(region, "    "),
         cells = "    /* The root's cells on both boards (QEMU virt and ZynqMP have 2 and 2). An overlay does\n     \
                  * not see the tree it is applied to: stated here, dtc checks the reg values\n     \
                  * below and compiles this without warnings. A board whose root has other cell\n     \
@@ -265,7 +278,8 @@ pub fn host_shrink_memory_dtsi(region: &Region, banks: &[(u64, u64)]) -> Result<
          memory {{\n        \
          device_type = \"memory\";\n        \
          reg = {reg};\n    \
-         }};\n\n{sram}}};\n",
+         }};\n\n{sram}\n    chosen {{\n{chosen}    }};\n}};\n",
+        chosen = host_chosen_region(region, "        "),
         note = generated_note(
             "sramlink host device-tree change (recipe step 1), shrink-the-memory-node form.\n * \
              Only for loaders that pass /memory unchanged: QEMU `-dtb` and u-boot `booti`\n * \

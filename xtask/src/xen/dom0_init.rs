@@ -1,7 +1,7 @@
-//! dom0's `/init` script: mounts, reports what dom0 sees of the region, runs the peer, prints
-//! its exit code and powers off.
+//! dom0's `/init` script: mounts, reports what dom0 sees of the region, loads the sramlink
+//! module, runs the peer unprivileged through it, prints its exit code and powers off.
 
-use crate::{GuestIdle, plan};
+use crate::{GuestIdle, module, plan};
 
 /// Console markers the dom0 init script prints.
 pub(super) const DOM0_INIT_MARKER: &str = "SRAMLINK-DOM0: init";
@@ -27,15 +27,19 @@ pub struct Dom0Run {
     pub guest_idle: GuestIdle,
 }
 
-/// dom0's `/init`: mounts, reports what dom0 sees of the region, runs the peer against the
-/// region it discovers in /proc/device-tree, prints the peer's exit code and powers off.
+/// dom0's `/init`: mounts, reports what dom0 sees of the region, loads the sramlink module
+/// and checks it ([`module::dom0_setup_script`]), runs the peer as an unprivileged user
+/// through `/dev/sramlink0`, unloads the module, prints the peer's exit code and powers off.
 pub fn dom0_init_script(run: &Dom0Run) -> String {
     // `--progress`: a line every few seconds while messages move, so the stage that waits for
     // the exchange sees progress on the console (its limit is the time without any).
     let peer = format!(
-        "/bin/sramlink-peer --json --timeout {} --progress {PEER_PROGRESS_SECONDS}",
+        "{} /bin/sramlink-peer --json --timeout {} --progress {PEER_PROGRESS_SECONDS}",
+        module::run_as_peer_user(),
         run.timeout_seconds
     );
+    let (module_setup, module_teardown) =
+        (module::dom0_setup_script(), module::dom0_teardown_script());
     let runs = if run.every_mode {
         plan::peer_runs(run.count, run.size, run.busy_poll)
     } else {
@@ -66,8 +70,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "{DOM0_INIT_MARKER} uptime=$(cut -d' ' -f1 /proc/uptime)s cpus=$(grep -c ^processor /proc/cpuinfo)"
 grep -i sram /proc/iomem | while read -r line; do echo "SRAMLINK-DOM0: iomem $line"; done
-rc=0
-{commands}echo "{DOM0_DONE_MARKER}$rc uptime=$(cut -d' ' -f1 /proc/uptime)s"
+{module_setup}rc=0
+{commands}{module_teardown}echo "{DOM0_DONE_MARKER}$rc uptime=$(cut -d' ' -f1 /proc/uptime)s"
 # Xen halts the whole machine when dom0 powers off: give the domU a moment to finish printing
 # its last console lines (statistics, "stopping"), which follow the reply the peer waited for.
 sleep 1
@@ -94,7 +98,7 @@ mod tests {
             guest_idle: GuestIdle::Wfe,
         });
         assert!(script.starts_with("#!/bin/busybox sh\n"));
-        let last = "/bin/sramlink-peer --json --timeout 30 --progress 10 --stop-guest --busy-poll ping --count 100000 --size 64\nrun_rc=$?\n[ \"$rc\" -eq 0 ] && rc=$run_rc\n";
+        let last = "/bin/sramlink-dom0-helper run-as --uid 1000 --gid 1000 /bin/sramlink-peer --json --timeout 30 --progress 10 --stop-guest --busy-poll ping --count 100000 --size 64\nrun_rc=$?\n[ \"$rc\" -eq 0 ] && rc=$run_rc\n";
         assert!(script.contains(last), "{script}");
         // Every mode runs before the last ping, which alone stops the guest.
         let at = |needle: &str| script.find(needle).unwrap_or(usize::MAX);

@@ -62,6 +62,8 @@ pub struct DemoOptions {
     pub xen: Option<PathBuf>,
     /// A user's own dom0 kernel Image instead of Debian's.
     pub dom0_kernel: Option<PathBuf>,
+    /// A user's own `sramlink.ko` for that kernel instead of one xtask builds.
+    pub dom0_module: Option<PathBuf>,
     /// The guest's idle policy in the main boot (the demo boots once more with the other).
     pub guest_idle: GuestIdle,
     /// The boards to boot, in order (each boots twice: both guest idle policies).
@@ -118,6 +120,7 @@ pub fn system_tests() -> Result<Vec<SystemTest<'static>>> {
         busy_poll: false,
         xen: None,
         dom0_kernel: None,
+        dom0_module: None,
         guest_idle: GuestIdle::Wfe,
         boards: BoardId::ALL.to_vec(),
     })?);

@@ -14,7 +14,7 @@ use super::{DemoOptions, xen_config_dir};
 use crate::board::{Board, BoardId, DtbOrigin};
 use crate::imagebuilder;
 use crate::qemu::Qemu;
-use crate::{GuestIdle, artifacts, debs, dtb, initramfs, paths, report};
+use crate::{GuestIdle, artifacts, debs, dtb, initramfs, module, paths, report};
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
@@ -36,6 +36,9 @@ pub(super) struct Inputs {
     busybox: PathBuf,
     guest_image: PathBuf,
     peer: PathBuf,
+    /// `sramlink.ko` built for `dom0_kernel`, and the helper that runs the peer unprivileged.
+    module: PathBuf,
+    helper: PathBuf,
     /// The DTB of each board whose tree comes from Debian's kernel package.
     board_dtbs: Vec<(BoardId, PathBuf)>,
 }
@@ -61,12 +64,18 @@ impl Inputs {
             },
             &paths,
         )?;
+        let peer = artifacts::peer_aarch64()?;
         Ok(Self {
+            module: match &options.dom0_module {
+                Some(own) => module::own_module(own, &binaries.dom0_kernel)?,
+                None => module::build_for_kernel(&binaries.dom0_kernel)?,
+            },
+            helper: peer.with_file_name(module::DOM0_HELPER),
             xen: binaries.xen,
             dom0_kernel: binaries.dom0_kernel,
             busybox: binaries.busybox,
             guest_image: artifacts::guest_image()?,
-            peer: artifacts::peer_aarch64()?,
+            peer,
             board_dtbs: debian_dtbs
                 .iter()
                 .map(|(id, _)| *id)
@@ -174,6 +183,8 @@ fn prepare(
         &initramfs::Contents {
             busybox: &inputs.busybox,
             peer: &inputs.peer,
+            helper: &inputs.helper,
+            module: &inputs.module,
             init_script: &dom0_init_script(run),
         },
         &ramdisk,
@@ -380,6 +391,13 @@ pub(super) fn run_good(
         ),
     )
     .map_err(|error| region_stage_error(&qemu, "dom0 region", &error))?;
+    let dom0_module = module::check_dom0_console(
+        qemu.lines_seen(),
+        &runs,
+        prepared.region.base,
+        prepared.region.size,
+    )
+    .map_err(|error| region_stage_error(&qemu, "dom0 module", &error))?;
     let guest_stats = qemu
         .lines_seen()
         .iter()
@@ -411,6 +429,7 @@ pub(super) fn run_good(
         "region_configured".into(),
         json!({ "base": format!("{:#x}", prepared.region.base), "size": format!("{:#x}", prepared.region.size) }),
     );
+    extra.insert("dom0_module".into(), dom0_module);
     extra.insert("seconds".into(), Value::Object(timeline.0));
     extra.insert("qemu_exit".into(), json!(status.code()));
     extra.insert(
