@@ -120,14 +120,15 @@ impl MappedRegion {
     /// The handle the ring accesses the region through; it borrows `self`, so the region
     /// stays mapped for as long as any handle (or clone of it) exists.
     pub fn memory(&self) -> Result<RegionMemory<'_>, PeerError> {
-        // SAFETY: `base..base + len` is a live read/write MAP_SHARED mapping owned by `self`
-        // and unmapped only in its Drop, which the borrow in `RegionMemory<'_>` keeps from
-        // running while a handle exists. Nothing in this program forms references into it;
-        // all accesses are VolatileMemory's: aligned 32/64-bit volatile accesses, plus plain
-        // payload copies only when `memory_type` says the mapping is Normal memory.
-        let memory =
-            unsafe { VolatileMemory::with_type(self.base.as_ptr(), self.len, self.memory_type()) }
-                .map_err(|error| PeerError::region(error.to_string()))?;
+        // The mapping is unmapped only in Drop, which the borrow in `RegionMemory<'_>` keeps
+        // from running while a handle exists. Nothing in this program forms references into
+        // it; all accesses are VolatileMemory's: aligned 32/64-bit volatile accesses, plus
+        // plain payload copies only when `memory_type` says the mapping is Normal memory.
+        let (base, len, memory_type) = (self.base.as_ptr(), self.len, self.memory_type());
+        // SAFETY: `base..base + len` is a live read/write MAP_SHARED mapping owned by `self`,
+        // of the memory type `memory_type` says, and outlives the handle (see above).
+        let memory = unsafe { VolatileMemory::with_type(base, len, memory_type) }
+            .map_err(|error| PeerError::region(error.to_string()))?;
         Ok(RegionMemory {
             memory,
             mapping: PhantomData,
