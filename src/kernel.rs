@@ -45,8 +45,8 @@ use sramlink::devicetree::{
 };
 use sramlink::memory_map::{self, ImageLayout, RegionMapping};
 use sramlink::paging::{PageTables, Table};
-use sramlink::range::PhysRange;
 use sramlink::shared_region::{self, RegionError, SharedRegion, Surroundings};
+use sramlink_devicetree::PhysRange;
 use sramlink_ring::service::Service;
 use sramlink_ring::{Direction, Region, Role, SideState, VolatileMemory};
 

@@ -3,12 +3,11 @@
 //! The kernel binary (`src/main.rs`, `src/arch/`) does the architecture work; everything that
 //! is plain computation lives here so `cargo test -p sramlink` checks it on the host:
 //!
-//! - [`devicetree`]: what the DTB says (RAM, reserved memory, console, PSCI, shared region);
-//! - [`dtb`]: whether a DTB's header and blocks can be walked at all, precisely why not;
+//! - [`devicetree`]: what the DTB says (RAM, reserved memory, console, PSCI, shared region,
+//!   interpreted by the `sramlink-devicetree` crate the peer shares) and the guest's options;
 //! - [`shared_region`]: whether the region can be used, with a precise reason when not;
 //! - [`paging`]: the translation-table builder and walker;
 //! - [`memory_map`]: which ranges the guest maps and how;
-//! - [`range`]: physical address ranges;
 //! - [`backoff`]: when the idle serving loop spins and when it waits for an event;
 //! - [`bootargs`]: the guest's options on its command line (`/chosen/bootargs`).
 #![cfg_attr(not(test), no_std)]
@@ -16,11 +15,6 @@
 pub mod backoff;
 pub mod bootargs;
 pub mod devicetree;
-pub mod dtb;
 pub mod memory_map;
 pub mod paging;
-pub mod range;
 pub mod shared_region;
-
-#[cfg(test)]
-mod fdt_writer;

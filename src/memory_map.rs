@@ -21,7 +21,7 @@
 
 use crate::devicetree::Uart;
 use crate::paging::{Attributes, MapError, PAGE_SIZE, PageTables, VA_LIMIT};
-use crate::range::PhysRange;
+use sramlink_devicetree::PhysRange;
 
 /// Where the linker put the guest image's parts (all page aligned).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -18,7 +18,7 @@
 
 use core::fmt;
 
-use crate::range::PhysRange;
+use sramlink_devicetree::PhysRange;
 
 /// Translation granule and page size.
 pub const PAGE_SIZE: u64 = 4096;

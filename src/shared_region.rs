@@ -15,7 +15,7 @@ use sramlink_ring::{Error as RingError, Geometry};
 
 use crate::devicetree::{NodePath, RegionNode, Uart};
 use crate::paging::{PAGE_SIZE, VA_LIMIT};
-use crate::range::PhysRange;
+use sramlink_devicetree::PhysRange;
 
 /// A region ready to be mapped and handed to the ring.
 #[derive(Clone, Debug, PartialEq, Eq)]

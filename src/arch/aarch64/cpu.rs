@@ -3,7 +3,7 @@
 use aarch64_cpu::asm;
 use aarch64_cpu::asm::barrier;
 
-use sramlink::range::PhysRange;
+use sramlink_devicetree::PhysRange;
 
 /// Waits for an event (`wfe`).
 ///

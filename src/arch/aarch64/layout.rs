@@ -1,7 +1,7 @@
 //! Where `linker.ld` placed the image's parts, read from its symbols.
 
 use sramlink::memory_map::ImageLayout;
-use sramlink::range::PhysRange;
+use sramlink_devicetree::PhysRange;
 
 unsafe extern "C" {
     static __image_start: u8;

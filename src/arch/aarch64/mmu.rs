@@ -8,7 +8,7 @@ use aarch64_cpu::registers::{
 };
 
 use sramlink::paging::{MAIR_EL1_VALUE, T0SZ};
-use sramlink::range::PhysRange;
+use sramlink_devicetree::PhysRange;
 
 /// Why the MMU cannot be turned on.
 #[derive(Clone, Copy, Debug)]

@@ -6,7 +6,7 @@
 //! range, `assert_eq!(.., FDT_END_NODE, "bad node")`, `expect`, `unwrap`) rather than return an
 //! error, and the guest would stop without saying why. Deep nesting makes it recurse without
 //! bound. So the guest accepts only blobs on which every `fdt` call
-//! [`crate::devicetree::discover`] makes is total, and says precisely what is wrong with any
+//! [`crate::discover`] and [`crate::DeviceTree::read`] makes is total, and says precisely what is wrong with any
 //! other:
 //!
 //! - [`Header::check`]: what the 40-byte header alone shows (version, every block inside
@@ -37,7 +37,7 @@ use core::fmt;
 
 use heapless::Vec;
 
-use crate::devicetree::NodePath;
+use crate::error::{DtError, NodePath};
 
 /// Magic number at offset 0 of every DTB (big-endian).
 pub const FDT_MAGIC: u32 = 0xd00d_feed;
@@ -50,6 +50,10 @@ pub const MIN_VERSION: u32 = 17;
 pub const MAX_LAST_COMP_VERSION: u32 = 17;
 /// Deepest node nesting accepted in the structure block (`fdt` skips subtrees recursively).
 pub const MAX_NESTING: usize = 64;
+
+/// Largest DTB `totalsize` accepted: a sanity bound. The arm64 boot protocol asks for at most
+/// 2 MiB, but QEMU pads the blob it passes (`totalsize` 0x204e20 was seen for a `-dtb` file).
+pub const MAX_DTB_SIZE: usize = 16 * 1024 * 1024;
 
 const FDT_BEGIN_NODE: u32 = 1;
 const FDT_END_NODE: u32 = 2;
@@ -149,7 +153,7 @@ impl Header {
     }
 
     /// Everything the header alone shows, beyond the magic and the plausibility of `totalsize`
-    /// (checked by [`crate::devicetree::dtb_total_size`]): a version this parser reads, and
+    /// (checked by [`dtb_total_size`]): a version this parser reads, and
     /// the memory reservation map's first entry and both other blocks after the header,
     /// aligned as the specification requires, inside `totalsize` and disjoint.
     pub fn check(&self) -> Result<(), LayoutError> {
@@ -729,6 +733,59 @@ impl<'a> Walker<'a> {
     }
 }
 
+/// Checks the header at the start of a DTB found at `address` and returns its `totalsize`, the
+/// number of bytes that may then be read: the magic, a plausible `totalsize`, and everything
+/// else the header alone shows ([`Header::check`]: version, every block after the header and
+/// inside `totalsize`, aligned, disjoint).
+pub fn dtb_total_size(address: u64, header: &[u8; FDT_HEADER_SIZE]) -> Result<usize, DtError> {
+    let header = Header::parse(header);
+    if header.magic != FDT_MAGIC {
+        return Err(DtError::BadMagic {
+            address,
+            found: header.magic,
+        });
+    }
+    let total_size = header.total_size as usize;
+    if !(FDT_HEADER_SIZE..=MAX_DTB_SIZE).contains(&total_size) {
+        return Err(DtError::BadSize {
+            address,
+            total_size,
+        });
+    }
+    header.check().map_err(DtError::Layout)?;
+    Ok(total_size)
+}
+
+/// Checks a whole DTB before anything walks it: its header as [`dtb_total_size`] does (the
+/// slice's address standing for the DTB's), that it holds `totalsize` bytes, and its memory
+/// reservation map and structure block ([`check_blocks`]). Returns the blob cut to
+/// `totalsize`, on which the `fdt` crate's walkers cannot panic.
+pub fn check_dtb(blob: &[u8]) -> Result<&[u8], DtError> {
+    check_dtb_at(blob, blob.as_ptr() as u64)
+}
+
+/// [`check_dtb`] for a blob read from elsewhere (e.g. a file), `address` standing for where it
+/// was found in messages.
+pub fn check_dtb_at(blob: &[u8], address: u64) -> Result<&[u8], DtError> {
+    let header = blob
+        .first_chunk::<FDT_HEADER_SIZE>()
+        .ok_or(DtError::Layout(LayoutError::Truncated {
+            length: blob.len(),
+            needed: FDT_HEADER_SIZE,
+            what: "header",
+        }))?;
+    let total_size = dtb_total_size(address, header)?;
+    let blob = blob
+        .get(..total_size)
+        .ok_or(DtError::Layout(LayoutError::Truncated {
+            length: blob.len(),
+            needed: total_size,
+            what: "totalsize",
+        }))?;
+    check_blocks(blob, &Header::parse(header)).map_err(DtError::Layout)?;
+    Ok(blob)
+}
+
 #[cfg(test)]
 mod tests {
     use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -736,7 +793,7 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use crate::fdt_writer::{FdtWriter, fixture};
+    use crate::testing::{FdtWriter, fixture, insert_empty_node, insert_nop};
 
     /// Header word indices.
     const TOTAL_SIZE: usize = 1;
@@ -953,15 +1010,22 @@ mod tests {
 
     /// A root with `levels` nested nodes below it.
     fn nested(levels: usize) -> Vec<u8> {
+        // vm-fdt writes at most 64 levels (the root and 63 below it); a 64th is spliced in.
+        let written = levels.min(MAX_NESTING - 1);
         let mut writer = FdtWriter::new();
         writer.begin("");
-        for level in 0..levels {
+        for level in 0..written {
             writer.begin(&std::format!("n{level}"));
         }
-        for _ in 0..=levels {
+        for _ in 0..=written {
             writer.end();
         }
-        writer.finish()
+        let mut blob = writer.finish();
+        for level in written..levels {
+            // Inside the innermost node, right after its name: 0x38 + 8 (root) + level * 8.
+            insert_empty_node(&mut blob, 0x38 + 8 + level * 8, &std::format!("n{level}"));
+        }
+        blob
     }
 
     #[test]
@@ -980,33 +1044,34 @@ mod tests {
     /// with `nops` written after the given `(node, position)` points.
     fn with_nops(nops: &[(&str, &str)]) -> Vec<u8> {
         let mut writer = FdtWriter::new();
-        let nop = |writer: &mut FdtWriter, at: (&str, &str)| {
+        writer.begin("").cells("#address-cells", &[1]);
+        writer.begin("a").cells("p", &[1]).cells("q", &[2]);
+        writer.begin("b").end().begin("c").end().end();
+        writer.begin("d").end().end();
+        let mut blob = writer.finish();
+        // Where each point is without NOPs (structure block from 0x38): BEGIN_NODE "" 0x38,
+        // PROP 0x40, BEGIN_NODE "a" 0x50, PROP p 0x58, PROP q 0x68, "b" 0x78..0x84,
+        // "c" 0x84..0x90, END_NODE (a) 0x90, "d" 0x94..0xa0, END_NODE (root) 0xa0, END 0xa4.
+        let points = [
+            (("", "before root"), 0x38),
+            (("/", "before properties"), 0x40),
+            (("/", "after properties"), 0x50),
+            (("/a", "before properties"), 0x58),
+            (("/a", "between properties"), 0x68),
+            (("/a", "after properties"), 0x78),
+            (("/a", "between children"), 0x84),
+            (("/a", "after children"), 0x90),
+            (("/", "between children"), 0x94),
+            (("/", "after children"), 0xa0),
+            (("", "after root"), 0xa4),
+        ];
+        // Insert from the back so that earlier offsets stay valid.
+        for (at, offset) in points.into_iter().rev() {
             if nops.contains(&at) {
-                writer.nop();
+                insert_nop(&mut blob, offset);
             }
-        };
-        nop(&mut writer, ("", "before root"));
-        writer.begin("");
-        nop(&mut writer, ("/", "before properties"));
-        writer.cells("#address-cells", &[1]);
-        nop(&mut writer, ("/", "after properties"));
-        writer.begin("a");
-        nop(&mut writer, ("/a", "before properties"));
-        writer.cells("p", &[1]);
-        nop(&mut writer, ("/a", "between properties"));
-        writer.cells("q", &[2]);
-        nop(&mut writer, ("/a", "after properties"));
-        writer.begin("b").end();
-        nop(&mut writer, ("/a", "between children"));
-        writer.begin("c").end();
-        nop(&mut writer, ("/a", "after children"));
-        writer.end();
-        nop(&mut writer, ("/", "between children"));
-        writer.begin("d").end();
-        nop(&mut writer, ("/", "after children"));
-        writer.end();
-        nop(&mut writer, ("", "after root"));
-        writer.finish()
+        }
+        blob
     }
 
     /// Walks every node and property with `fdt` the way `discover` does.
@@ -1080,9 +1145,13 @@ mod tests {
                 "{at:?}: fdt coped; the check could allow this"
             );
         }
+        // `/late` after the child `/a`: written the other way round, then the property's 16
+        // bytes (0x40..0x50) moved after the node's 12 (0x50..0x5c).
         let mut writer = FdtWriter::new();
-        writer.begin("").begin("a").end().cells("late", &[1]).end();
-        let message = check(&writer.finish()).unwrap_err();
+        writer.begin("").cells("late", &[1]).begin("a").end().end();
+        let mut blob = writer.finish();
+        blob[0x40..0x5c].rotate_left(16);
+        let message = check(&blob).unwrap_err();
         assert!(
             message.ends_with(
                 "(in /): FDT_PROP after a child node in the same node (unsupported: \

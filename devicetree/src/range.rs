@@ -57,6 +57,16 @@ impl PhysRange {
         self.start <= address && address < self.end
     }
 
+    /// True when `inner` lies entirely inside `self`.
+    pub const fn contains_range(&self, inner: &PhysRange) -> bool {
+        self.start <= inner.start && inner.end <= self.end
+    }
+
+    /// The range shown as `0xBASE+0xSIZE`.
+    pub const fn base_size(self) -> BaseSize {
+        BaseSize(self)
+    }
+
     /// True when the two ranges share at least one byte (an empty range overlaps nothing).
     pub const fn overlaps(&self, other: &PhysRange) -> bool {
         !self.is_empty() && !other.is_empty() && self.start < other.end && other.start < self.end
@@ -89,6 +99,16 @@ impl PhysRange {
             end: self.end,
         });
         (below, above)
+    }
+}
+
+/// A range shown as `0xBASE+0xSIZE`, as the peer's messages and report write it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct BaseSize(pub PhysRange);
+
+impl fmt::Display for BaseSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}+{:#x}", self.0.start(), self.0.size())
     }
 }
 
@@ -153,6 +173,18 @@ mod tests {
             Some(range(0x1000, 0x2000))
         );
         assert_eq!(range(0, u64::MAX).round_out(0x1000), None);
+    }
+
+    #[test]
+    fn base_size_display_and_containment() {
+        let region = range(0x7f00_0000, 0x8000_0000);
+        assert_eq!(
+            std::format!("{}", region.base_size()),
+            "0x7f000000+0x1000000"
+        );
+        assert!(region.contains_range(&range(0x7f80_0000, 0x7f80_1000)));
+        assert!(region.contains_range(&region));
+        assert!(!region.contains_range(&range(0x7ff0_0000, 0x8010_0000)));
     }
 
     #[test]
