@@ -18,6 +18,7 @@
 //!   node is disabled by its own or an ancestor's `status`) are kept apart, to be named in
 //!   messages.
 //! - `/chosen/bootargs`, raw: what the options mean is the reader's business.
+//! - The GIC and Xen's `/hypervisor` node (see [`crate::interrupt`]).
 //!
 //! [`DeviceTree::read`] returns all of it and every problem met; [`discover`] applies the
 //! guest's rule on top (a tree without usable RAM, or with a broken RAM or reserved-memory
@@ -33,6 +34,7 @@ use heapless::Vec;
 use crate::blob::check_dtb;
 use crate::cells::{Bus, Cells, decode_reg, decode_single_reg, translate};
 use crate::error::{DtError, NodePath, RegProblem, UnusableTree, parent_of, truncated_path};
+use crate::interrupt::{Gic, GicVersion, XenNode, is_xen_hypervisor, upcall_intid};
 use crate::node::NodeInfo;
 use crate::platform::{NamedRange, PsciConduit, RegionNode, Uart, UartKind, usable_memory};
 use crate::range::PhysRange;
@@ -103,6 +105,10 @@ pub struct DeviceTree<'a> {
     pub chosen_region: Option<&'a str>,
     /// `/chosen/bootargs`, raw.
     pub bootargs: Option<&'a [u8]>,
+    /// The first enabled GIC, or what is wrong with its `reg`.
+    pub gic: Option<Result<Gic, DtError>>,
+    /// Xen's `/hypervisor` node.
+    pub hypervisor: Option<XenNode>,
     /// The first problem that makes the tree unusable to boot with, if any: a RAM or
     /// reserved-memory `reg` that cannot be decoded, too many banks, too deep.
     pub problem: Option<DtError>,
@@ -138,6 +144,8 @@ impl<'a> DeviceTree<'a> {
             aliases: None,
             chosen_region: None,
             bootargs: None,
+            gic: None,
+            hypervisor: None,
             problem: None,
             problem_outside_memory: None,
         };
@@ -154,6 +162,8 @@ impl<'a> DeviceTree<'a> {
             disabled_region_count: discovery.disabled_region_count,
             chosen_region: discovery.chosen_region,
             bootargs: discovery.bootargs,
+            gic: discovery.gic,
+            hypervisor: discovery.hypervisor,
             problem: discovery.problem,
             problem_outside_memory: discovery.problem_outside_memory,
         })
@@ -205,6 +215,10 @@ pub struct Platform<'a> {
     pub region: Result<RegionNode, DtError>,
     /// `/chosen/bootargs`, raw.
     pub bootargs: Option<&'a [u8]>,
+    /// The first enabled GIC, or what is wrong with its `reg`.
+    pub gic: Option<Result<Gic, DtError>>,
+    /// Xen's `/hypervisor` node.
+    pub hypervisor: Option<XenNode>,
 }
 
 impl Platform<'_> {
@@ -241,6 +255,8 @@ pub fn discover(dtb: &[u8]) -> Result<Platform<'_>, UnusableTree> {
         console: tree.console,
         psci: tree.psci,
         bootargs: tree.bootargs,
+        gic: tree.gic,
+        hypervisor: tree.hypervisor,
     })
 }
 
@@ -265,6 +281,8 @@ struct Discovery<'b, 'a> {
     aliases: Option<FdtNode<'b, 'a>>,
     chosen_region: Option<&'a str>,
     bootargs: Option<&'a [u8]>,
+    gic: Option<Result<Gic, DtError>>,
+    hypervisor: Option<XenNode>,
     problem: Option<DtError>,
     problem_outside_memory: Option<DtError>,
 }
@@ -399,6 +417,16 @@ impl<'b, 'a> Discovery<'b, 'a> {
                 break;
             }
         }
+        if self.gic.is_none() {
+            if let Some(version) = GicVersion::from_compatible(info.compatible) {
+                self.gic = Some(gic_frames(version, info.reg, parent_cells, bus, path_owned));
+            }
+        }
+        if path == "/hypervisor" && is_xen_hypervisor(info.compatible) {
+            self.hypervisor = Some(XenNode {
+                upcall: upcall_intid(info.interrupts),
+            });
+        }
         if info.is_compatible_prefix("arm,psci") && self.psci.is_none() {
             self.psci = match info.method {
                 Some("hvc") => Some(PsciConduit::Hvc),
@@ -495,6 +523,41 @@ impl<'b, 'a> Discovery<'b, 'a> {
             .or_else(|| self.uarts.first())
             .map(|candidate| candidate.uart)
     }
+}
+
+/// A GIC's distributor and second frame (GICv2 CPU interface, GICv3 redistributors): the
+/// first two `reg` entries, translated to CPU addresses.
+fn gic_frames(
+    version: GicVersion,
+    reg: Option<&[u8]>,
+    parent_cells: Cells,
+    bus: Option<&Bus<'_, '_>>,
+    path: &NodePath,
+) -> Result<Gic, DtError> {
+    let reg_error = |problem| DtError::Reg {
+        path: path.clone(),
+        problem,
+    };
+    let mut entries = decode_reg(reg.ok_or(reg_error(RegProblem::Missing))?, parent_cells)
+        .map_err(reg_error)?;
+    let mut found = 0;
+    let mut next = || -> Result<PhysRange, DtError> {
+        let entry = entries.next().ok_or(reg_error(RegProblem::TooFewEntries {
+            entries: found,
+            needed: 2,
+        }))?;
+        found += 1;
+        entry
+            .and_then(|range| translate(range, bus))
+            .map_err(reg_error)
+    };
+    let distributor = next()?;
+    let second = next()?;
+    Ok(Gic {
+        version,
+        distributor,
+        second,
+    })
 }
 
 /// `/a@1/b@2` matches `/a/b`: components compared without unit addresses where `target` omits them.
@@ -603,6 +666,72 @@ mod tests {
         assert_eq!(region.range, range(0x7f00_0000, 0x8000_0000));
         assert!(!region.cacheable);
         assert_eq!(platform.bootargs, None);
+        // QEMU's GICv3 (intc@8000000: distributor, one redistributor region); no Xen.
+        assert_eq!(
+            platform.gic,
+            Some(Ok(Gic {
+                version: GicVersion::V3,
+                distributor: range(0x0800_0000, 0x0801_0000),
+                second: range(0x080a_0000, 0x0900_0000),
+            }))
+        );
+        assert_eq!(platform.hypervisor, None);
+    }
+
+    #[test]
+    fn gic_v2_and_xen_hypervisor_node_are_found() {
+        // A ZynqMP-like GIC-400 behind a bus, and Xen's /hypervisor with its upcall PPI.
+        let blob = guest_tree(|writer| {
+            writer
+                .begin("axi")
+                .cells("#address-cells", &[2])
+                .cells("#size-cells", &[2])
+                .property("ranges", &[])
+                .begin("interrupt-controller@f9010000")
+                .strings("compatible", &["arm,gic-400", "arm,cortex-a15-gic"])
+                .cells(
+                    "reg",
+                    &[0, 0xf901_0000, 0, 0x1000, 0, 0xf902_0000, 0, 0x2000],
+                )
+                .end()
+                .end()
+                .begin("hypervisor")
+                .strings("compatible", &["xen,xen-4.17", "xen,xen"])
+                .cells("interrupts", &[1, 15, 0xf08])
+                .end();
+        });
+        let platform = discover(&blob).unwrap();
+        assert_eq!(
+            platform.gic,
+            Some(Ok(Gic {
+                version: GicVersion::V2,
+                distributor: range(0xf901_0000, 0xf901_1000),
+                second: range(0xf902_0000, 0xf902_2000),
+            }))
+        );
+        assert_eq!(platform.hypervisor, Some(XenNode { upcall: Ok(31) }));
+    }
+
+    #[test]
+    fn gic_with_one_frame_and_bad_upcall_are_errors() {
+        let blob = guest_tree(|writer| {
+            writer
+                .begin("intc@3001000")
+                .strings("compatible", &["arm,gic-v3"])
+                .cells("reg", &[0, 0x0300_1000, 0, 0x10000])
+                .end()
+                .begin("hypervisor")
+                .strings("compatible", &["xen,xen"])
+                .cells("interrupts", &[0, 5, 4])
+                .end();
+        });
+        let platform = discover(&blob).unwrap();
+        let error = platform.gic.unwrap().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "/intc@3001000: reg has 1 (address, size) entries, needs at least 2"
+        );
+        assert!(platform.hypervisor.unwrap().upcall.is_err());
     }
 
     #[test]

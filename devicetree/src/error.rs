@@ -37,6 +37,13 @@ pub enum RegProblem {
         /// Entries found.
         entries: usize,
     },
+    /// Fewer entries than the node's binding requires (a GIC's two register frames).
+    TooFewEntries {
+        /// Entries found.
+        entries: usize,
+        /// Entries required.
+        needed: usize,
+    },
     /// An ancestor bus' `ranges` does not cover the address.
     OutsideRanges {
         /// The address in the bus' child address space.
@@ -234,6 +241,10 @@ impl fmt::Display for DtError {
                     RegProblem::EntryCount { entries } => write!(
                         f,
                         "{path}: reg has {entries} (address, size) entries, expected exactly 1"
+                    ),
+                    RegProblem::TooFewEntries { entries, needed } => write!(
+                        f,
+                        "{path}: reg has {entries} (address, size) entries, needs at least {needed}"
                     ),
                     RegProblem::OutsideRanges { address, levels_up } => write!(
                         f,

@@ -10,6 +10,7 @@
 //! - [`discovery`]: one walk finding RAM, reserved memory, console, PSCI and the `mmio-sram`
 //!   region nodes ([`DeviceTree::read`]), the region's selection ([`DeviceTree::region`]) and
 //!   the guest's boot view ([`discover`]);
+//! - [`interrupt`]: the GIC and Xen's `/hypervisor` node (the event-channel upcall);
 //! - [`platform`]: the types of what is found;
 //! - [`range`]: physical address ranges;
 //! - [`error`]: what can be wrong, with the node's path and the numbers.
@@ -19,6 +20,7 @@ pub mod blob;
 pub mod cells;
 pub mod discovery;
 pub mod error;
+pub mod interrupt;
 mod node;
 pub mod platform;
 pub mod range;
@@ -35,5 +37,6 @@ pub use discovery::{
     MAX_USABLE_RANGES, MMIO_SRAM, Platform, RegionCandidate, discover,
 };
 pub use error::{DtError, NodePath, PATH_CAPACITY, RegProblem, UnusableTree};
+pub use interrupt::{DEFAULT_XEN_UPCALL_INTID, Gic, GicVersion, UpcallProblem, XenNode};
 pub use platform::{NamedRange, PsciConduit, RegionNode, Uart, UartKind};
 pub use range::PhysRange;

@@ -14,6 +14,7 @@ pub(crate) struct NodeInfo<'a> {
     pub(crate) cells: Cells,
     pub(crate) method: Option<&'a str>,
     pub(crate) cacheable: bool,
+    pub(crate) interrupts: Option<&'a [u8]>,
 }
 
 impl<'a> NodeInfo<'a> {
@@ -27,6 +28,7 @@ impl<'a> NodeInfo<'a> {
             cells: Cells::DEFAULT,
             method: None,
             cacheable: false,
+            interrupts: None,
         };
         let mut address_cells = None;
         let mut size_cells = None;
@@ -41,6 +43,7 @@ impl<'a> NodeInfo<'a> {
                 "#size-cells" => size_cells = be_u32(property.value),
                 "method" => info.method = property.as_str(),
                 "sramlink,cacheable" => info.cacheable = true,
+                "interrupts" => info.interrupts = Some(property.value),
                 _ => {}
             }
         }
