@@ -538,8 +538,8 @@ fn gic_frames(
         path: path.clone(),
         problem,
     };
-    let mut entries = decode_reg(reg.ok_or(reg_error(RegProblem::Missing))?, parent_cells)
-        .map_err(reg_error)?;
+    let mut entries =
+        decode_reg(reg.ok_or(reg_error(RegProblem::Missing))?, parent_cells).map_err(reg_error)?;
     let mut found = 0;
     let mut next = || -> Result<PhysRange, DtError> {
         let entry = entries.next().ok_or(reg_error(RegProblem::TooFewEntries {

@@ -150,7 +150,10 @@ mod tests {
     use super::*;
 
     fn cells(values: &[u32]) -> std::vec::Vec<u8> {
-        values.iter().flat_map(|value| value.to_be_bytes()).collect()
+        values
+            .iter()
+            .flat_map(|value| value.to_be_bytes())
+            .collect()
     }
 
     #[test]
