@@ -9,6 +9,10 @@
 //!   after that each idle pass waits for an event (`wfe`), which yields the CPU under Xen and
 //!   QEMU and sleeps until the timer's event stream on hardware, so the loop never spins flat
 //!   out forever.
+//! - [`IdlePolicy::Irq`]: the same short spin, then each idle pass sleeps in `wfi` until an
+//!   interrupt (the Xen event-channel upcall the peer raises) arrives: the vCPU is descheduled
+//!   and costs nothing while idle. Needs Xen events; without them the kernel falls back to
+//!   [`IdlePolicy::Wfe`] and says so.
 //! - [`IdlePolicy::BusyPoll`]: every idle pass only pauses briefly; the guest never waits.
 //!
 //! The hook cannot see whether the passes between two idle calls did work, so it infers it
@@ -27,18 +31,21 @@ pub enum IdlePolicy {
     /// Spin for [`SPIN_PASSES`] idle passes, then wait for events (`wfe`).
     #[default]
     Wfe,
+    /// Spin for [`SPIN_PASSES`] idle passes, then sleep until an interrupt (`wfi`).
+    Irq,
     /// Never wait for events: only a short CPU-relax pause between polls.
     BusyPoll,
 }
 
 impl IdlePolicy {
     /// Every policy, in the order the accepted values are listed.
-    pub const ALL: [IdlePolicy; 2] = [IdlePolicy::Wfe, IdlePolicy::BusyPoll];
+    pub const ALL: [IdlePolicy; 3] = [IdlePolicy::Wfe, IdlePolicy::Irq, IdlePolicy::BusyPoll];
 
     /// The policy's name on the command line and in the boot log.
     pub const fn name(self) -> &'static str {
         match self {
             IdlePolicy::Wfe => "wfe",
+            IdlePolicy::Irq => "irq",
             IdlePolicy::BusyPoll => "busy-poll",
         }
     }
@@ -58,6 +65,8 @@ pub enum Pause {
     Spin,
     /// Wait for an event (`wfe`).
     WaitForEvent,
+    /// Sleep until an interrupt (`wfi`).
+    WaitForInterrupt,
 }
 
 /// Idle-pass bookkeeping, driven by counter readings.
@@ -92,6 +101,8 @@ impl Backoff {
         if self.streak < SPIN_PASSES {
             self.streak += 1;
             Pause::Spin
+        } else if self.policy == IdlePolicy::Irq {
+            Pause::WaitForInterrupt
         } else {
             Pause::WaitForEvent
         }
@@ -150,6 +161,20 @@ mod tests {
     }
 
     #[test]
+    fn irq_spins_first_then_sleeps_until_an_interrupt() {
+        let mut backoff = Backoff::new(HZ, IdlePolicy::Irq);
+        let now = 1_000;
+        for _ in 0..SPIN_PASSES {
+            assert_eq!(backoff.pause(now), Pause::Spin);
+            backoff.resumed(now);
+        }
+        assert_eq!(backoff.pause(now), Pause::WaitForInterrupt);
+        backoff.resumed(now);
+        // A pass that did work starts the spin phase over.
+        assert_eq!(backoff.pause(now + 2_000), Pause::Spin);
+    }
+
+    #[test]
     fn busy_poll_never_waits_for_events() {
         let mut backoff = Backoff::new(HZ, IdlePolicy::BusyPoll);
         let mut now = 1_000;
@@ -171,6 +196,7 @@ mod tests {
             );
         }
         assert_eq!(IdlePolicy::Wfe.name(), "wfe");
+        assert_eq!(IdlePolicy::Irq.name(), "irq");
         assert_eq!(IdlePolicy::BusyPoll.name(), "busy-poll");
         assert_eq!(IdlePolicy::from_name(b"WFE"), None);
         assert_eq!(IdlePolicy::from_name(b""), None);

@@ -4,7 +4,7 @@
 //! QEMU it is whatever the DTB's `/chosen` holds (`-append`). The words are separated by
 //! whitespace; the guest reads only its own options and ignores every other word:
 //!
-//! - `sramlink.idle=wfe` (default) or `sramlink.idle=busy-poll`: the serving loop's
+//! - `sramlink.idle=wfe` (default), `sramlink.idle=irq` or `sramlink.idle=busy-poll`: the serving loop's
 //!   [`IdlePolicy`]. Any other value is an error. When the option appears more than once, every
 //!   occurrence must be valid and the last one wins, as for Linux's `key=value` parameters.
 
@@ -19,7 +19,7 @@ pub const IDLE_OPTION: &str = "sramlink.idle";
 
 /// Most characters of a rejected value repeated in an error message (escaped), so that the
 /// error line stays well under the 128-byte line buffer of Xen's vpl011.
-pub const MAX_SHOWN_VALUE: usize = 24;
+pub const MAX_SHOWN_VALUE: usize = 20;
 
 /// Room for a shown value: the characters, then `...` when cut.
 type ShownValue = String<{ MAX_SHOWN_VALUE + 3 }>;
@@ -131,6 +131,7 @@ mod tests {
     #[test]
     fn both_values_are_recognised() {
         assert_eq!(parse("sramlink.idle=wfe"), Ok(IdlePolicy::Wfe));
+        assert_eq!(parse("sramlink.idle=irq"), Ok(IdlePolicy::Irq));
         assert_eq!(parse("sramlink.idle=busy-poll"), Ok(IdlePolicy::BusyPoll));
         // As the property holds it: NUL-terminated.
         assert_eq!(parse("sramlink.idle=busy-poll\0"), Ok(IdlePolicy::BusyPoll));
@@ -171,7 +172,7 @@ mod tests {
         let error = parse("console=hvc0 sramlink.idle=spin").unwrap_err();
         assert_eq!(
             error.to_string(),
-            "bootargs: sramlink.idle=\"spin\" is unknown (accepted values: wfe, busy-poll)"
+            "bootargs: sramlink.idle=\"spin\" is unknown (accepted values: wfe, irq, busy-poll)"
         );
         // Values are exact: no case folding, no prefixes.
         for bad in ["WFE", "busy", "wfe,", "busy-poll2", "\"wfe\""] {
@@ -192,11 +193,11 @@ mod tests {
     fn an_empty_or_missing_value_is_an_error() {
         assert_eq!(
             parse("sramlink.idle=").unwrap_err().to_string(),
-            "bootargs: sramlink.idle=\"\" is unknown (accepted values: wfe, busy-poll)"
+            "bootargs: sramlink.idle=\"\" is unknown (accepted values: wfe, irq, busy-poll)"
         );
         assert_eq!(
             parse("quiet sramlink.idle").unwrap_err().to_string(),
-            "bootargs: sramlink.idle has no value (accepted values: wfe, busy-poll)"
+            "bootargs: sramlink.idle has no value (accepted values: wfe, irq, busy-poll)"
         );
     }
 
@@ -211,7 +212,7 @@ mod tests {
         assert_eq!(
             binary.to_string(),
             "bootargs: sramlink.idle=\"\\x01\\xff\\\"\\x1b[2J\" is unknown \
-             (accepted values: wfe, busy-poll)"
+             (accepted values: wfe, irq, busy-poll)"
         );
 
         let worst =

@@ -155,7 +155,7 @@ mod tests {
         assert_eq!(idle(Some("sramlink.idle=wfe")), Ok(IdlePolicy::Wfe));
         assert_eq!(
             idle(Some("sramlink.idle=sleep")).unwrap_err().to_string(),
-            "bootargs: sramlink.idle=\"sleep\" is unknown (accepted values: wfe, busy-poll)"
+            "bootargs: sramlink.idle=\"sleep\" is unknown (accepted values: wfe, irq, busy-poll)"
         );
         // A bad option does not hide the rest of the platform.
         let platform = discover(&tree_with_bootargs(Some("sramlink.idle=x"), "")).unwrap();
