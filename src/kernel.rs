@@ -47,8 +47,8 @@ use sramlink::memory_map::{self, ImageLayout, RegionMapping};
 use sramlink::paging::{PageTables, Table};
 use sramlink::range::PhysRange;
 use sramlink::shared_region::{self, RegionError, SharedRegion, Surroundings};
-use sramlink_ring::service::Service;
-use sramlink_ring::{Direction, Region, Role, SideState, VolatileMemory};
+use sramlink_ring::service::{Service, SessionEvent};
+use sramlink_ring::{Creation, Direction, Region, Role, SideState, VolatileMemory};
 
 use crate::arch::{cpu, layout, mmu, psci, timer};
 use crate::console;
@@ -279,6 +279,24 @@ pub unsafe fn kernel_init(dtb_address: u64, entry_el: u64) -> ! {
     })
 }
 
+/// One console line per new session, with the counters of the session it replaces (the
+/// system tests add them up and compare with the boot's totals). Short enough for Xen's
+/// 128-byte vpl011 lines.
+fn print_session(event: &SessionEvent) {
+    let stats = event.previous_stats;
+    println!(
+        "sramlink: session {} (skipped {} B); session {}: received={} sent={} corrupted={} lost={} protocol_errors={}",
+        event.start.session,
+        event.skipped_bytes,
+        event.previous,
+        stats.received,
+        stats.sent,
+        stats.corrupted,
+        stats.lost,
+        stats.protocol_errors
+    );
+}
+
 /// Prints the stop line and powers off.
 fn stop() -> ! {
     println!("sramlink: stopping");
@@ -347,7 +365,14 @@ fn kernel_main(boot: BootInfo) -> ! {
         )
     }
     .unwrap_or_else(|error| fatal(&error));
-    let ring = Region::create(memory, region.geometry).unwrap_or_else(|error| fatal(&error));
+    // The mapping's cacheability goes into the header (flags bit 0) for the peer to compare
+    // with its own; the counter's low bits seed the generation when no old header is there.
+    let creation = Creation {
+        cacheable: region.cacheable,
+        seed: timer::counter() as u32,
+    };
+    let ring = Region::create_with(memory, region.geometry, creation)
+        .unwrap_or_else(|error| fatal(&error));
     ring.set_state(Role::Guest, SideState::Ready);
     let geometry = *ring.geometry();
     let to_peer = geometry.ring(Direction::GuestToPeer);
@@ -362,12 +387,16 @@ fn kernel_main(boot: BootInfo) -> ! {
         to_peer.max_message_len().min(to_guest.max_message_len()),
     );
 
+    println!(
+        "sramlink: generation {:#x}, sessions on, event port none (peers poll)",
+        ring.info().generation.unwrap_or(0)
+    );
+
     let started = timer::counter();
     let mut backoff = Backoff::new(timer::frequency(), idle_policy);
-    // Kept to tell the peer, on a fatal protocol error, that this side has stopped.
-    let control = ring.clone();
     let stats = Service::new(ring)
-        .run(|| {
+        .run_with(
+            || {
             match backoff.pause(timer::counter()) {
                 Pause::Spin => {
                     for _ in 0..SPIN_LOOP_ITERATIONS {
@@ -377,13 +406,12 @@ fn kernel_main(boot: BootInfo) -> ! {
                 Pause::WaitForEvent => cpu::wait_for_event(),
             }
             backoff.resumed(timer::counter());
-        })
-        .unwrap_or_else(|error| {
-            // The peer is waiting on this word (docs/ABI.md §5): Stopped tells it the guest
-            // has given up instead of leaving it to time out.
-            control.set_state(Role::Guest, SideState::Stopped);
-            fatal(&error)
-        });
+            },
+            print_session,
+        )
+        // `run_with` has already published the healthy ring and stored Stopped (ABI §5.4), so
+        // the peer sees the guest gave up instead of timing out.
+        .unwrap_or_else(|error| fatal(&error));
     println!(
         "sramlink: stats: received={} sent={} corrupted={} lost={} protocol_errors={}",
         stats.received, stats.sent, stats.corrupted, stats.lost, stats.protocol_errors
