@@ -77,9 +77,11 @@ __exception_entry:
     stp     q30, q31, [sp, #480]
     mrs     x2, fpsr
     mrs     x3, fpcr
-    stp     x2, x3, [sp, #512]
+    add     x4, sp, #512
+    stp     x2, x3, [x4]
     bl      sramlink_exception          // returns only when execution may resume
-    ldp     x2, x3, [sp, #512]
+    add     x4, sp, #512
+    ldp     x2, x3, [x4]
     msr     fpsr, x2
     msr     fpcr, x3
     ldp     q0, q1, [sp, #0]

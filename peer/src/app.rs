@@ -8,7 +8,7 @@ use crate::devicetree::{DeviceTreeRegions, PhysRange};
 use crate::error::{ErrorKind, PeerError};
 use crate::mapping::MappedRegion;
 use crate::report::Report;
-use crate::session::{self, RunOptions};
+use crate::session::{self, AttachOptions, RunOptions};
 
 /// The result of [`execute`]: the report (always, with `error` set on failure), whether the
 /// peer got as far as attaching (then the human summary is worth printing), and the error.
@@ -89,15 +89,34 @@ fn run(
     // `memory`, touched by nothing in this program but the VolatileMemory handle.
     let memory = unsafe { VolatileMemory::new(mapping.as_ptr(), mapping.len()) }
         .map_err(|error| PeerError::region(error.to_string()))?;
-    let region = session::attach(memory, cli.timeout, cli.backoff_policy())?;
+    let liveness = cli.liveness.min(cli.timeout);
+    let attach_options = AttachOptions {
+        timeout: cli.timeout,
+        liveness,
+        policy: cli.backoff_policy(),
+        cacheable: mapping_cacheable(report.region_source),
+    };
+    let region = session::attach(memory, &attach_options)?;
+    notes.extend(region.notes.iter().cloned());
     *attached = true;
     let options = RunOptions {
         mode: cli.mode,
         timeout: cli.timeout,
         stop_guest: cli.stop_guest,
         policy: cli.backoff_policy(),
+        liveness,
     };
-    session::run(&region, &options, report)
+    session::run(region, &options, report)
+}
+
+/// How this peer maps the region, for the comparison with the guest's `flags` (ABI §1.1):
+/// `/dev/mem` opened with `O_SYNC` is uncached; a host file shared with an emulated guest
+/// (bare QEMU) has no cache between the two sides, so there is nothing to compare.
+fn mapping_cacheable(source: &str) -> Option<bool> {
+    match source {
+        "dev-mem" | "device-tree" => Some(false),
+        _ => None,
+    }
 }
 
 /// Maps the region the command line describes and records where it came from. A

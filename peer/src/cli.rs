@@ -52,6 +52,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds, global = true)]
     pub timeout: Duration,
 
+    /// Seconds the guest's heartbeat may stand still before the guest counts as dead rather
+    /// than slow (ABI 1.1 guests; at most --timeout).
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_seconds, global = true)]
+    pub liveness: Duration,
+
     /// At the end, send Stop, wait for the guest's Stats and include them in the report.
     #[arg(long, global = true)]
     pub stop_guest: bool,
@@ -162,6 +167,12 @@ pub enum RegionSource {
 impl Cli {
     /// The region source the arguments describe, or a usage error saying what is missing.
     pub fn region_source(&self) -> Result<RegionSource, PeerError> {
+        if self.offset.is_some() && self.file.is_none() {
+            return Err(PeerError::usage(
+                "--offset is an offset into --file and means nothing without it; with --base, \
+                 give the region's physical address itself",
+            ));
+        }
         match (&self.file, self.base, self.size) {
             (Some(path), None, Some(size)) => Ok(RegionSource::File {
                 path: path.clone(),
@@ -323,6 +334,22 @@ mod tests {
             size_only.region_source().map_err(|error| error.kind),
             Err(crate::error::ErrorKind::Usage)
         );
+        let offset_with_base = parse(&[
+            "--base",
+            "0x7f000000",
+            "--offset",
+            "0x1000",
+            "--size",
+            "0x1000",
+            "ping",
+        ]);
+        if let Ok(cli) = offset_with_base {
+            assert_eq!(
+                cli.region_source().map_err(|error| error.kind),
+                Err(crate::error::ErrorKind::Usage),
+                "--offset must not be ignored with --base"
+            );
+        }
         let base_only = parse(&["--base", "0x7f000000", "ping"]).expect("clap accepts");
         assert!(base_only.region_source().is_err());
         let file_only = parse(&["--file", "f", "ping"]).expect("clap accepts");

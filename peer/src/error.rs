@@ -13,8 +13,10 @@ pub enum ErrorKind {
     Attach,
     /// The other side broke the ring or the demo protocol.
     Protocol,
-    /// The guest did not answer in time.
+    /// The guest did not answer in time (or its heartbeat stopped).
     Timeout,
+    /// The guest re-created the region under us: nothing may be written to it any more.
+    GuestRestarted,
 }
 
 /// An error with a message that names the problem (printed as `sramlink-peer: error: ...`).

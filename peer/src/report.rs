@@ -59,6 +59,10 @@ pub struct Report {
     pub messages_per_second: f64,
     /// Payload bytes per second over `elapsed_ticks` (both directions added).
     pub payload_bytes_per_second: f64,
+    /// The session this run had (ABI 1.1); `null` against a 1.0 guest or before attaching.
+    pub session: Option<u32>,
+    /// The generation of the guest's header (ABI 1.1); `null` for a 1.0 guest.
+    pub guest_generation: Option<u32>,
     /// `file`, `dev-mem` or `device-tree`.
     pub region_source: &'static str,
     /// The mapped file (`file` source), else `null`.

@@ -10,7 +10,7 @@ use core::fmt;
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{MPIDR_EL1, Readable};
 use spin::Once;
-use tock_registers::interfaces::{ReadWriteable, Readable as _, Writeable};
+use tock_registers::interfaces::{ReadWriteable, Writeable};
 
 use sramlink::devicetree::{Gic as GicNode, GicVersion};
 use sramlink::gic::{
@@ -63,6 +63,13 @@ struct Driver {
     intid: u32,
     handler: fn(),
 }
+
+// SAFETY: the driver holds MMIO register references (shared by design: every access is one
+// volatile register access) and plain values; only the boot CPU runs, and after `init` the
+// registers are touched only by `handle_irq`, with interrupts masked.
+unsafe impl Send for Driver {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Driver {}
 
 static DRIVER: Once<Driver> = Once::new();
 
@@ -128,9 +135,7 @@ pub unsafe fn init(node: &GicNode, intid: u32, handler: fn()) -> Result<(), GicE
             distributor
                 .ctlr
                 .modify(GICD_CTLR::ARE::SET + GICD_CTLR::ENABLE_GRP1::SET);
-            settle("GICD_CTLR.RWP", || {
-                distributor.ctlr.is_set(GICD_CTLR::RWP)
-            })?;
+            settle("GICD_CTLR.RWP", || distributor.ctlr.is_set(GICD_CTLR::RWP))?;
             // Group 1 (the only group a Non-secure guest has), then priority, then enable.
             sgi.igroupr0.set(sgi.igroupr0.get() | bit);
             sgi.ipriorityr[intid as usize].set(sramlink::gic::UPCALL_PRIORITY);
