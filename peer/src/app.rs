@@ -1,14 +1,17 @@
 //! The whole run behind `main`: find and map the region, attach, run the mode, fill the report.
 
+use std::time::Duration;
+
 use sramlink_ring::VolatileMemory;
 
 use crate::cli::{Cli, Direction, Mode, RegionSource};
 use crate::counter::Counter;
 use crate::devicetree::{DeviceTreeRegions, PhysRange};
 use crate::error::{ErrorKind, PeerError};
+use crate::evtchn::Device;
 use crate::mapping::MappedRegion;
 use crate::report::Report;
-use crate::session::{self, AttachOptions, RunOptions};
+use crate::session::{self, AttachOptions, EventsSetup, RunOptions};
 
 /// The result of [`execute`]: the report (always, with `error` set on failure), whether the
 /// peer got as far as attaching (then the human summary is worth printing), and the error.
@@ -69,7 +72,13 @@ fn initial_report(cli: &Cli) -> Report {
         payload_bytes,
         window,
         counter_hz: Counter::new().frequency_hz(),
-        idle_policy: if cli.busy_poll { "busy-poll" } else { "sleep" },
+        idle_policy: if cli.events {
+            "events"
+        } else if cli.busy_poll {
+            "busy-poll"
+        } else {
+            "sleep"
+        },
         ..Report::default()
     }
 }
@@ -80,6 +89,12 @@ fn run(
     attached: &mut bool,
     notes: &mut Vec<String>,
 ) -> Result<(), PeerError> {
+    // The device first: with --events, a missing module is reported before the ring is read.
+    let device = match Device::open(&cli.events_device) {
+        Ok(device) => Some(device),
+        Err(error) if cli.events => return Err(error),
+        Err(_) => None,
+    };
     let mapping = map_region(cli, report, notes)?;
     // `memory` and the `region` built from it are declared after `mapping`, so they are
     // dropped before it at the end of this function, and the session ends inside it. File
@@ -96,7 +111,12 @@ fn run(
         policy: cli.backoff_policy(),
         cacheable: mapping_cacheable(report.region_source),
     };
-    let region = session::attach(memory, &attach_options)?;
+    let events = device.map(|device| EventsSetup {
+        device,
+        guest_domid: cli.guest_domid,
+        required: cli.events,
+    });
+    let region = session::attach(memory, &attach_options, events)?;
     notes.extend(region.notes.iter().cloned());
     *attached = true;
     let options = RunOptions {
@@ -105,13 +125,30 @@ fn run(
         stop_guest: cli.stop_guest,
         policy: cli.backoff_policy(),
         liveness,
+        events: cli.events,
+        spin: Duration::from_micros(cli.spin_us),
     };
-    session::run(region, &options, report)
+    let cpu_before = cpu_seconds();
+    let result = session::run(region, &options, report);
+    report.cpu_seconds = cpu_seconds() - cpu_before;
+    result
 }
 
 /// How this peer maps the region, for the comparison with the guest's `flags` (ABI §1.1):
 /// `/dev/mem` opened with `O_SYNC` is uncached; a host file shared with an emulated guest
 /// (bare QEMU) has no cache between the two sides, so there is nothing to compare.
+/// User + system CPU time of this process so far (getrusage).
+fn cpu_seconds() -> f64 {
+    // SAFETY: an all-zero `rusage` is a valid value (integers and timevals).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a live, writable `rusage`.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 fn mapping_cacheable(source: &str) -> Option<bool> {
     match source {
         "dev-mem" | "device-tree" => Some(false),

@@ -65,6 +65,26 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub busy_poll: bool,
 
+    /// Wait on the guest's Xen event channel instead of polling: bind the port the guest
+    /// publishes in the ring header through /dev/xen/evtchn (module xen-evtchn) and block in
+    /// poll() once a short spin (--spin-us) found nothing. Without it the peer still binds when
+    /// it can, to wake a guest that sleeps on events.
+    #[arg(long, global = true, conflicts_with = "busy_poll")]
+    pub events: bool,
+
+    /// The guest's Xen domain id (dom0less domUs are numbered from 1 in /chosen order).
+    #[arg(long, value_name = "ID", default_value_t = 1, global = true)]
+    pub guest_domid: u32,
+
+    /// The event-channel device.
+    #[arg(long, value_name = "PATH", default_value = crate::evtchn::DEVICE, global = true)]
+    pub events_device: PathBuf,
+
+    /// With --events: microseconds to keep polling after the last progress before arming and
+    /// sleeping on the event channel.
+    #[arg(long, value_name = "US", default_value_t = 50, global = true)]
+    pub spin_us: u64,
+
     /// What to exchange with the guest.
     #[command(subcommand)]
     pub mode: Mode,

@@ -17,6 +17,8 @@ pub enum ErrorKind {
     Timeout,
     /// The guest re-created the region under us: nothing may be written to it any more.
     GuestRestarted,
+    /// Xen event channels were asked for and cannot be used (device, port, bind, notify).
+    Events,
 }
 
 /// An error with a message that names the problem (printed as `sramlink-peer: error: ...`).
@@ -55,6 +57,11 @@ impl PeerError {
     /// A [`ErrorKind::Protocol`] error.
     pub fn protocol(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Protocol, message)
+    }
+
+    /// A [`ErrorKind::Events`] error.
+    pub fn events(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Events, message)
     }
 
     /// A [`ErrorKind::Timeout`] error.

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod counter;
 pub mod devicetree;
 pub mod error;
+pub mod evtchn;
 pub mod mapping;
 pub mod numbers;
 pub mod report;

@@ -79,8 +79,15 @@ pub struct Report {
     pub region_size: u64,
     /// Largest message the peer→guest ring carries (bytes, protocol header included).
     pub max_message_bytes: u64,
-    /// `sleep` (bounded spin, yield, sleep) or `busy-poll`.
+    /// `sleep` (bounded spin, yield, sleep), `busy-poll`, or `events` (bounded spin, then
+    /// sleep on the Xen event channel).
     pub idle_policy: &'static str,
+    /// Xen events received from the guest (wake-ups of the event wait).
+    pub events_received: u64,
+    /// Xen events sent to the guest (it was armed when we published).
+    pub events_sent: u64,
+    /// CPU time (user + system, getrusage) the peer process used from attach to the end.
+    pub cpu_seconds: f64,
     /// The guest's Stats (with `--stop-guest`).
     pub guest: Option<GuestStats>,
     /// The error that ended the run early, if any.

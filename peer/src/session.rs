@@ -21,6 +21,7 @@ use crate::backoff::{Backoff, BackoffPolicy};
 use crate::cli::{Direction, Mode};
 use crate::counter::Counter;
 use crate::error::{ErrorKind, PeerError};
+use crate::evtchn::{Device, EventChannel};
 use crate::report::{GuestStats, Report};
 use crate::stats::RttSamples;
 
@@ -40,6 +41,10 @@ pub struct RunOptions {
     pub policy: BackoffPolicy,
     /// Longest the guest's heartbeat may stand still before the guest counts as dead.
     pub liveness: Duration,
+    /// Sleep on the event channel (when bound) instead of polling with `policy`.
+    pub events: bool,
+    /// With `events`: how long to keep polling after the last progress before sleeping.
+    pub spin: Duration,
 }
 
 /// How long a peer that finds `peer_state == Ready` at attach watches the previous peer's
@@ -59,6 +64,31 @@ pub struct Attached<M: SharedMemory + Clone> {
     pub session: Option<SessionStart>,
     /// Things worth telling the user (a 1.0 guest, polling without an event port, ...).
     pub notes: Vec<String>,
+    /// The event channel to the guest's published port, when bound.
+    pub channel: Option<EventChannel>,
+}
+
+/// The event-channel device to bind the guest's port through (see [`attach`]).
+#[derive(Debug)]
+pub struct EventsSetup {
+    /// The open `/dev/xen/evtchn`.
+    pub device: Device,
+    /// The guest's domain id.
+    pub guest_domid: u32,
+    /// `--events`: a missing port or a failed bind is an error (otherwise a note, and the peer
+    /// polls without being able to wake a sleeping guest).
+    pub required: bool,
+}
+
+/// Notifies the guest if it is armed (ABI §4.6), after a publication of ours.
+pub fn notify_if_armed<M: SharedMemory + Clone>(
+    region: &Region<M>,
+    channel: Option<&EventChannel>,
+) -> Result<(), PeerError> {
+    match channel {
+        Some(channel) if region.notify_needed(Role::Guest) => channel.notify(),
+        _ => Ok(()),
+    }
 }
 
 /// Options of [`attach`].
@@ -82,9 +112,14 @@ pub struct AttachOptions {
 ///
 /// A missing magic is waited for (the guest may still be booting); any other header problem
 /// fails at once, since the guest writes the magic last. Errors name what was found.
+///
+/// With `events`, the guest's published event-channel port is bound before anything is
+/// written to the ring (so a missing port or a failed bind leaves the guest untouched), and
+/// the guest is notified after the session request if it sleeps armed.
 pub fn attach<M: SharedMemory + Clone>(
     memory: M,
     options: &AttachOptions,
+    events: Option<EventsSetup>,
 ) -> Result<Attached<M>, PeerError> {
     let start = Instant::now();
     let mut backoff = Backoff::new(options.policy);
@@ -131,6 +166,11 @@ pub fn attach<M: SharedMemory + Clone>(
              reach this run (docs/ABI.md §9)",
             region.info().minor
         ));
+        if events.as_ref().is_some_and(|setup| setup.required) {
+            return Err(PeerError::events(
+                "--events: the guest speaks ABI 1.0, which has no event-channel port: run                  without --events to poll",
+            ));
+        }
         region.set_state(Role::Peer, SideState::Ready);
         let endpoints = region.endpoints(Role::Peer);
         return Ok(Attached {
@@ -138,11 +178,10 @@ pub fn attach<M: SharedMemory + Clone>(
             endpoints,
             session: None,
             notes,
+            channel: None,
         });
     }
-    if region.event_port().is_none() {
-        notes.push("the guest publishes no event-channel port: both sides poll".to_string());
-    }
+    let channel = bind_guest_port(&region, events, &mut notes)?;
     let mut liveness = Liveness::new(&region, options.liveness);
     if region.state(Role::Peer) == Ok(SideState::Ready) {
         refuse_a_live_peer(&region, options, &mut liveness)?;
@@ -151,6 +190,8 @@ pub fn attach<M: SharedMemory + Clone>(
         .request_session()
         .map_err(|error| ring_error(ErrorKind::Attach, &error))?;
     region.set_state(Role::Peer, SideState::Ready);
+    // The guest may sleep armed on its event channel: the request is a publication for it.
+    notify_if_armed(&region, channel.as_ref())?;
     let start = Instant::now();
     backoff.reset();
     loop {
@@ -162,6 +203,7 @@ pub fn attach<M: SharedMemory + Clone>(
                     endpoints: (producer, consumer),
                     session: Some(session),
                     notes,
+                    channel,
                 });
             }
             Ok(None) => {}
@@ -177,6 +219,43 @@ pub fn attach<M: SharedMemory + Clone>(
             )));
         }
         backoff.idle();
+    }
+}
+
+/// Binds the guest's published port when `events` asks for it (ABI §4.6). Reads the header
+/// only: nothing is written to the ring here.
+fn bind_guest_port<M: SharedMemory + Clone>(
+    region: &Region<M>,
+    events: Option<EventsSetup>,
+    notes: &mut Vec<String>,
+) -> Result<Option<EventChannel>, PeerError> {
+    let port = region.event_port();
+    let Some(setup) = events else {
+        if let Some(port) = port {
+            notes.push(format!(
+                "the guest publishes event-channel port {port}, but /dev/xen/evtchn is not                  available: this peer cannot wake a guest that sleeps on events"
+            ));
+        } else {
+            notes.push("the guest publishes no event-channel port: both sides poll".to_string());
+        }
+        return Ok(None);
+    };
+    let Some(port) = port else {
+        if setup.required {
+            return Err(PeerError::events(
+                "--events: the guest published no event-channel port (the header's event_port                  is 0): it runs without Xen events (its console says why on the                  'sramlink: events:' line); run without --events to poll",
+            ));
+        }
+        notes.push("the guest publishes no event-channel port: both sides poll".to_string());
+        return Ok(None);
+    };
+    match setup.device.bind(setup.guest_domid, port) {
+        Ok(channel) => Ok(Some(channel)),
+        Err(error) if setup.required => Err(error),
+        Err(error) => {
+            notes.push(format!("{error}; polling without notifications"));
+            Ok(None)
+        }
     }
 }
 
@@ -287,10 +366,11 @@ pub fn run<M: SharedMemory + Clone>(
         endpoints,
         session,
         notes: _,
+        channel,
     } = attached;
     report.session = session.map(|session| session.session);
     report.guest_generation = region.info().generation;
-    let mut session = Session::new(&region, endpoints, options);
+    let mut session = Session::new(&region, endpoints, options, channel);
     let result = session.run_mode().and_then(|()| {
         if options.stop_guest {
             session.stop_guest()
@@ -310,6 +390,9 @@ pub fn run<M: SharedMemory + Clone>(
             _ => SideState::Stopped,
         };
         region.set_state(Role::Peer, final_state);
+        // A guest asleep on events must see our final state (Stopped ends its service).
+        let notified = notify_if_armed(&region, session.channel.as_ref());
+        return result.and(notified);
     }
     result
 }
@@ -364,6 +447,11 @@ struct Session<'r, M: SharedMemory + Clone> {
     /// `last_activity` when the mode finished (before Stop/Stats).
     mode_end: Option<u64>,
     guest: Option<GuestStats>,
+    /// The bound event channel (notifies the guest; with `options.events`, also waited on).
+    channel: Option<EventChannel>,
+    /// Events received from the guest, and sent to it.
+    events_received: u64,
+    events_sent: u64,
 }
 
 impl<'r, M: SharedMemory + Clone> Session<'r, M> {
@@ -371,6 +459,7 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         region: &'r Region<M>,
         (producer, consumer): (Producer<M>, Consumer<M>),
         options: &RunOptions,
+        channel: Option<EventChannel>,
     ) -> Self {
         let plan = match options.mode {
             Mode::Ping { count, size } => Plan {
@@ -432,7 +521,53 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
             last_activity: 0,
             mode_end: None,
             guest: None,
+            channel,
+            events_received: 0,
+            events_sent: 0,
         }
+    }
+
+    /// Notifies the guest if it sleeps armed (after a publication of ours).
+    fn notify_guest(&mut self) -> Result<(), PeerError> {
+        if let Some(channel) = &self.channel {
+            if self.region.notify_needed(Role::Guest) {
+                channel.notify()?;
+                self.events_sent += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// One send and one receive pass with their publications; whether either made progress.
+    fn pass(&mut self) -> Result<bool, PeerError> {
+        let sent = self.send_pass()?;
+        self.producer.publish();
+        let received = self.receive_pass(false)?;
+        self.consumer.publish();
+        if sent || received {
+            self.notify_guest()?;
+        }
+        Ok(sent || received)
+    }
+
+    /// Arms, looks again, and sleeps on the event channel if nothing changed (ABI §4.6);
+    /// whether the re-check made progress. Sleeps at most `limit`.
+    fn sleep_on_events(&mut self, limit: Duration) -> Result<bool, PeerError> {
+        self.region.arm(Role::Peer);
+        let progress = self.pass();
+        if !matches!(progress, Ok(false)) {
+            self.region.disarm(Role::Peer);
+            return progress;
+        }
+        let woken = match self.channel.as_mut() {
+            Some(channel) => channel.wait(limit),
+            None => Ok(false),
+        };
+        self.region.disarm(Role::Peer);
+        if woken? {
+            self.events_received += 1;
+        }
+        Ok(false)
     }
 
     /// Refuses payloads that cannot fit the rings before anything is sent.
@@ -462,13 +597,10 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         self.check_sizes()?;
         let mut backoff = Backoff::new(self.options.policy);
         let mut last_progress = Instant::now();
+        let wait_on_events = self.options.events && self.channel.is_some();
         while !self.finished() {
             self.liveness.beat(self.region);
-            let sent = self.send_pass()?;
-            self.producer.publish();
-            let received = self.receive_pass(false)?;
-            self.consumer.publish();
-            if sent || received {
+            if self.pass()? {
                 backoff.reset();
                 last_progress = Instant::now();
                 continue;
@@ -480,7 +612,22 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
             if last_progress.elapsed() >= self.options.timeout {
                 return Err(self.mode_timeout());
             }
-            backoff.idle();
+            if !wait_on_events {
+                backoff.idle();
+            } else if last_progress.elapsed() < self.options.spin {
+                core::hint::spin_loop();
+            } else {
+                // Sleep in slices short enough to keep judging the guest's liveness.
+                let limit = self
+                    .options
+                    .timeout
+                    .saturating_sub(last_progress.elapsed())
+                    .min(self.options.liveness / 4);
+                if self.sleep_on_events(limit)? {
+                    backoff.reset();
+                    last_progress = Instant::now();
+                }
+            }
         }
         self.mode_end = Some(self.last_activity);
         Ok(())
@@ -748,13 +895,19 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         loop {
             self.liveness.beat(self.region);
             match proto::send_message(&mut self.producer, Op::Stop, 0, &[]) {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.notify_guest()?;
+                    break;
+                }
                 Err(SendError::Full) => {}
                 Err(error) => return Err(send_error(&error)),
             }
             // Make room: the guest may be blocked on our full incoming ring.
             let received = self.receive_pass(true)?;
             self.consumer.publish();
+            if received {
+                self.notify_guest()?;
+            }
             if !received {
                 self.check_guest_alive()?;
             }
@@ -775,6 +928,7 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
             let received = self.receive_pass(true)?;
             self.consumer.publish();
             if received {
+                self.notify_guest()?;
                 backoff.reset();
                 continue;
             }
@@ -822,6 +976,8 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         report.counter_hz = self.counter.frequency_hz();
         report.max_message_bytes = self.producer.max_message_len() as u64;
         report.guest = self.guest;
+        report.events_received = self.events_received;
+        report.events_sent = self.events_sent;
         if let Some(first) = self.first_send {
             let end = self.mode_end.unwrap_or(self.last_activity);
             report.elapsed_ticks = end.saturating_sub(first);

@@ -51,6 +51,8 @@ fn options(mode: Mode) -> RunOptions {
         stop_guest: true,
         policy: BackoffPolicy::Sleep,
         liveness: TIMEOUT,
+        events: false,
+        spin: Duration::ZERO,
     }
 }
 
@@ -91,7 +93,7 @@ fn attach_to_passive_guest(
     memory: HeapMemory,
 ) -> Attached<HeapMemory> {
     let acknowledger = acknowledge_first_session(region.clone());
-    let attached = session::attach(memory, &attach_options(TIMEOUT)).expect("attach");
+    let attached = session::attach(memory, &attach_options(TIMEOUT), None).expect("attach");
     acknowledger.join().expect("acknowledging guest");
     attached
 }
@@ -101,7 +103,8 @@ fn attach_to_passive_guest(
 fn run_against_guest(bytes: usize, run_options: RunOptions) -> (Report, Stats) {
     let memory = heap_memory(bytes);
     let guest = spawn_guest(memory.clone());
-    let region = session::attach(memory, &attach_options(TIMEOUT)).expect("attach to the guest");
+    let region =
+        session::attach(memory, &attach_options(TIMEOUT), None).expect("attach to the guest");
     let mut report = Report::default();
     session::run(region, &run_options, &mut report).expect("run");
     let guest_stats = guest.join().expect("guest thread").expect("guest service");
@@ -220,7 +223,7 @@ fn busy_poll_policy_runs_too() {
 fn oversized_payload_is_refused_before_sending() {
     let memory = heap_memory(3 * 4096);
     let guest = spawn_guest(memory.clone());
-    let region = session::attach(memory, &attach_options(TIMEOUT)).expect("attach");
+    let region = session::attach(memory, &attach_options(TIMEOUT), None).expect("attach");
     let mut report = Report::default();
     let error = session::run(
         region,
@@ -250,7 +253,7 @@ fn garbage_header_is_reported_not_panicked() {
     for offset in (0..64).step_by(4) {
         memory.store_u32(offset, 0xdead_beef);
     }
-    let error = session::attach(memory, &attach_options(Duration::from_millis(50)))
+    let error = session::attach(memory, &attach_options(Duration::from_millis(50)), None)
         .expect_err("garbage is not a region");
     assert_eq!(error.kind, ErrorKind::Timeout);
     assert!(error.message.contains("never initialised"), "{error}");
@@ -271,7 +274,7 @@ fn version_mismatch_names_both_versions() {
     region.set_state(Role::Guest, SideState::Ready);
     // version_major (u16) and version_minor (u16) share the word at offset 8.
     memory.store_u32(8, 7 | (3 << 16));
-    let error = session::attach(memory, &attach_options(TIMEOUT))
+    let error = session::attach(memory, &attach_options(TIMEOUT), None)
         .err()
         .expect("version 7");
     assert_eq!(error.kind, ErrorKind::Attach);
@@ -431,7 +434,7 @@ fn huge_seq_gaps_saturate_lost_without_panicking() {
         16,
         proto::Stats::default(),
     );
-    let region = session::attach(memory, &attach_options(TIMEOUT)).expect("attach");
+    let region = session::attach(memory, &attach_options(TIMEOUT), None).expect("attach");
     let mut report = Report::default();
     session::run(
         region,
@@ -515,7 +518,7 @@ fn each_message_header_is_read_once() {
         rewritten: Arc::new(AtomicBool::new(false)),
     };
     let rewritten = Arc::clone(&hostile.rewritten);
-    let peer_region = session::attach(hostile, &attach_options(TIMEOUT)).expect("attach");
+    let peer_region = session::attach(hostile, &attach_options(TIMEOUT), None).expect("attach");
     // The session has started: the message below is the session's first.
     let (mut producer, _) = session.join().expect("session");
     let mut slot = producer.reserve(HEADER_LEN + 16).expect("room");
