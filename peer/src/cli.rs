@@ -93,6 +93,13 @@ pub struct Cli {
 /// A run mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum Mode {
+    /// Attach and exchange nothing for --seconds, waiting with the chosen policy: measures
+    /// what waiting costs (prints `SRAMLINK-IDLE: begin` and `SRAMLINK-IDLE: end`).
+    Idle {
+        /// Length of the idle window.
+        #[arg(long, default_value = "5", value_parser = parse_seconds)]
+        seconds: Duration,
+    },
     /// One EchoRequest outstanding at a time; reports the round-trip distribution.
     Ping {
         /// Number of round trips.
@@ -135,6 +142,7 @@ impl Mode {
             Mode::Ping { .. } => "ping",
             Mode::Echo { .. } => "echo",
             Mode::Stream { .. } => "stream",
+            Mode::Idle { .. } => "idle",
         }
     }
 }

@@ -462,6 +462,14 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         channel: Option<EventChannel>,
     ) -> Self {
         let plan = match options.mode {
+            Mode::Idle { .. } => Plan {
+                payload: 0,
+                echo_total: 0,
+                window: 0,
+                data_out_total: 0,
+                data_in_total: 0,
+                stream_request_pending: false,
+            },
             Mode::Ping { count, size } => Plan {
                 payload: size as usize,
                 echo_total: count,
@@ -593,7 +601,33 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
             && !self.plan.stream_request_pending
     }
 
+    /// Waits `seconds` with nothing to exchange, as the policy says; anything that arrives
+    /// is a protocol error (the guest sends only answers).
+    fn idle_window(&mut self, seconds: Duration) -> Result<(), PeerError> {
+        let mut backoff = Backoff::new(self.options.policy);
+        let wait_on_events = self.options.events && self.channel.is_some();
+        println!("SRAMLINK-IDLE: begin");
+        let start = Instant::now();
+        while start.elapsed() < seconds {
+            if self.pass()? {
+                return Err(PeerError::protocol(
+                    "the guest sent a message during the idle window",
+                ));
+            }
+            if wait_on_events {
+                self.sleep_on_events(seconds.saturating_sub(start.elapsed()))?;
+            } else {
+                backoff.idle();
+            }
+        }
+        println!("SRAMLINK-IDLE: end");
+        Ok(())
+    }
+
     fn run_mode(&mut self) -> Result<(), PeerError> {
+        if let Mode::Idle { seconds } = self.options.mode {
+            return self.idle_window(seconds);
+        }
         self.check_sizes()?;
         let mut backoff = Backoff::new(self.options.policy);
         let mut last_progress = Instant::now();

@@ -1,12 +1,13 @@
 //! dom0's initramfs: a newc cpio archive with static busybox, the static peer and an init script.
 //!
-//! Layout: `/bin/busybox`, `/bin/sramlink-peer`, `/init` (the script, run by busybox `sh`),
+//! Layout: `/bin/busybox`, `/bin/sramlink-peer`, `/lib/modules/*.ko` (kernel modules init
+//! loads, e.g. `xen-evtchn`), `/init` (the script, run by busybox `sh`),
 //! the directories init mounts on, and `/dev/console` so init has a console before devtmpfs
 //! is mounted. Applet links are made at boot by `busybox --install -s`.
 
 use anyhow::{Context, Result};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What goes into the archive besides the fixed directories.
 pub struct Contents<'a> {
@@ -16,6 +17,8 @@ pub struct Contents<'a> {
     pub peer: &'a Path,
     /// Text of `/init` (starts with `#!/bin/busybox sh`).
     pub init_script: &'a str,
+    /// Kernel modules, placed in `/lib/modules/` under their file names (init loads them).
+    pub modules: &'a [PathBuf],
 }
 
 /// Directories created in the archive, in order.
@@ -36,12 +39,27 @@ pub fn build(contents: &Contents<'_>, out: &Path) -> Result<()> {
         .with_context(|| format!("reading {}", contents.busybox.display()))?;
     let peer = std::fs::read(contents.peer)
         .with_context(|| format!("reading {}", contents.peer.display()))?;
-    let archive = archive(&busybox, &peer, contents.init_script)?;
+    let mut modules = Vec::new();
+    for module in contents.modules {
+        let name = module
+            .file_name()
+            .and_then(|name| name.to_str())
+            .with_context(|| format!("module path {} has no file name", module.display()))?;
+        let data =
+            std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+        modules.push((format!("lib/modules/{name}"), data));
+    }
+    let archive = archive(&busybox, &peer, contents.init_script, &modules)?;
     std::fs::write(out, archive).with_context(|| format!("writing {}", out.display()))
 }
 
 /// The archive bytes.
-fn archive(busybox: &[u8], peer: &[u8], init_script: &str) -> Result<Vec<u8>> {
+fn archive(
+    busybox: &[u8],
+    peer: &[u8],
+    init_script: &str,
+    modules: &[(String, Vec<u8>)],
+) -> Result<Vec<u8>> {
     let mut members: Vec<(&str, Member<'_>)> = DIRECTORIES
         .iter()
         .map(|dir| (*dir, Member::Directory))
@@ -61,6 +79,13 @@ fn archive(busybox: &[u8], peer: &[u8], init_script: &str) -> Result<Vec<u8>> {
             data: peer,
         },
     ));
+    if !modules.is_empty() {
+        members.push(("lib", Member::Directory));
+        members.push(("lib/modules", Member::Directory));
+    }
+    for (name, data) in modules {
+        members.push((name, Member::File { mode: 0o644, data }));
+    }
     members.push((
         "init",
         Member::File {
@@ -100,7 +125,13 @@ mod tests {
 
     #[test]
     fn archive_reads_back_with_modes_and_contents() {
-        let bytes = archive(b"BUSYBOX", b"PEER!", "#!/bin/busybox sh\necho hi\n").expect("builds");
+        let bytes = archive(
+            b"BUSYBOX",
+            b"PEER!",
+            "#!/bin/busybox sh\necho hi\n",
+            &[("lib/modules/xen-evtchn.ko".to_string(), b"ELF".to_vec())],
+        )
+        .expect("builds");
         let mut rest: &[u8] = &bytes;
         let mut seen = Vec::new();
         loop {
@@ -128,5 +159,7 @@ mod tests {
         let position = |name: &str| seen.iter().position(|entry| entry.0 == name).expect(name);
         assert!(position("bin") < position("bin/busybox"));
         assert!(position("dev") < position("dev/console"));
+        assert_eq!(find("lib/modules/xen-evtchn.ko").3, b"ELF");
+        assert!(position("lib/modules") < position("lib/modules/xen-evtchn.ko"));
     }
 }
