@@ -12,6 +12,10 @@
 //! ```
 //! No Xen, or any step failing: no events, the guest polls and says why.
 
+// `Unavailable` carries a `DtError` with a node path in a fixed-capacity string (no
+// allocator); it is built at most once per boot, never on a hot path.
+#![allow(clippy::result_large_err, clippy::large_enum_variant)]
+
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};

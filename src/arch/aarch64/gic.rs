@@ -94,11 +94,6 @@ fn settle(what: &'static str, mut busy: impl FnMut() -> bool) -> Result<(), GicE
     Err(GicError::Stuck(what))
 }
 
-fn write_sysreg_isb(write: impl FnOnce()) {
-    write();
-    barrier::isb(barrier::SY);
-}
-
 /// Sets up the GIC described by `node` to deliver PPI `intid` to this CPU and calls `handler`
 /// for each of its occurrences (from the IRQ vector, interrupts masked).
 ///
@@ -140,18 +135,24 @@ pub unsafe fn init(node: &GicNode, intid: u32, handler: fn()) -> Result<(), GicE
             sgi.igroupr0.set(sgi.igroupr0.get() | bit);
             sgi.ipriorityr[intid as usize].set(sramlink::gic::UPCALL_PRIORITY);
             sgi.isenabler0.set(bit);
-            // SAFETY (each block): GICv3 CPU-interface system registers at EL1; ICC_SRE_EL1.SRE
-            // selects them (Xen and QEMU provide them: the tree says GICv3); they affect only
-            // interrupt delivery to this CPU, no memory.
-            write_sysreg_isb(|| unsafe {
-                core::arch::asm!("mrs {v}, icc_sre_el1", "orr {v}, {v}, #1", "msr icc_sre_el1, {v}", v = out(reg) _, options(nostack, nomem))
-            });
-            write_sysreg_isb(|| unsafe {
-                core::arch::asm!("msr icc_pmr_el1, {v}", v = in(reg) PRIORITY_MASK_ALL as u64, options(nostack, nomem))
-            });
-            write_sysreg_isb(|| unsafe {
-                core::arch::asm!("msr icc_bpr1_el1, xzr", "msr icc_igrpen1_el1, {v}", v = in(reg) 1u64, options(nostack, nomem))
-            });
+            // The GICv3 CPU interface in system registers (ICC_SRE_EL1.SRE selects them; Xen and
+            // QEMU provide them, the tree says GICv3); each write affects only interrupt
+            // delivery to this CPU, and is synchronised by the `isb` after it.
+            // SAFETY: sets ICC_SRE_EL1.SRE; no memory access.
+            unsafe {
+                core::arch::asm!("mrs {v}, icc_sre_el1", "orr {v}, {v}, #1", "msr icc_sre_el1, {v}", v = out(reg) _, options(nostack, nomem));
+            }
+            barrier::isb(barrier::SY);
+            // SAFETY: ICC_PMR_EL1 = let every priority through; no memory access.
+            unsafe {
+                core::arch::asm!("msr icc_pmr_el1, {v}", v = in(reg) PRIORITY_MASK_ALL as u64, options(nostack, nomem));
+            }
+            // SAFETY: no binary-point grouping, then enable Group 1 interrupts at this CPU
+            // interface; no memory access.
+            unsafe {
+                core::arch::asm!("msr icc_bpr1_el1, xzr", "msr icc_igrpen1_el1, {v}", v = in(reg) 1u64, options(nostack, nomem));
+            }
+            barrier::isb(barrier::SY);
             Interface::V3
         }
     };
