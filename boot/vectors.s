@@ -119,12 +119,16 @@ __exception_nested:
     wfe
     b       __exception_nested
 
-// The SMCCC probe: `hvc #0` with x0-x3 as the caller set them. Where nothing at EL2 serves
-// `hvc` it is undefined; `sramlink_exception` recognises this address, sets x0 to
-// NOT_SUPPORTED (-1) and resumes after it.
+// The probes: `hvc #0` (SMCCC) and `hvc #0xea1` (Xen) with the registers as the caller set
+// them. Where nothing at EL2 serves `hvc` it is undefined; `sramlink_exception` recognises
+// these addresses, sets x17 to 1 and resumes after the `hvc`.
 .section .text, "ax"
 .balign 4
 .global __sramlink_hvc_probe
 __sramlink_hvc_probe:
     hvc     #0
+    ret
+.global __sramlink_xen_probe
+__sramlink_xen_probe:
+    hvc     #0xea1
     ret

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  detect: /hypervisor "xen,xen" in the tree ─┐
-//!          or (entered at EL1, PSCI on hvc) the SMCCC hypervisor UID is Xen's
+//!          or (entered at EL1, PSCI on hvc) the SMCCC hypervisor UID is Xen's,
+//!          or the `xen_version` hypercall answers (probes guarded against undefined `hvc`)
 //!  start:  XENMEM_add_to_physmap(shared_info → SHARED_INFO_PAGE's frame)
 //!          EVTCHNOP_alloc_unbound(self, remote 0) → port; EVTCHNOP_unmask(port)
 //!          GIC (from the tree) delivers the upcall PPI (/hypervisor's, else 31)
@@ -27,11 +28,11 @@ use sramlink::xen::{
     AddToPhysmap, AllocUnbound, DOM0, DOMID_SELF, EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_SEND,
     EVTCHNOP_UNMASK, HYPERCALL_EVENT_CHANNEL_OP, HYPERCALL_MEMORY_OP, PortArgument, SharedInfo,
     XEN_PAGE_SIZE, XENMAPSPACE_SHARED_INFO, XENMEM_ADD_TO_PHYSMAP, XenError, is_xen_uid,
-    take_events,
+    take_events, xen_version,
 };
 
 use crate::arch::gic::{self, GicError};
-use crate::arch::hypercall::{self, Xen};
+use crate::arch::hypercall::{self, Probe, Xen};
 
 /// The guest frame Xen's `shared_info` page is placed at: a page of our own BSS, never
 /// touched by the guest before the hypercall (so no cache line of the RAM page it replaces is
@@ -53,6 +54,8 @@ pub enum Evidence {
     HypervisorNode,
     /// The SMCCC hypervisor-service UID.
     SmcccUid,
+    /// The `xen_version` hypercall answered with a Xen version.
+    XenVersion(u16, u16),
 }
 
 impl fmt::Display for Evidence {
@@ -60,6 +63,9 @@ impl fmt::Display for Evidence {
         f.write_str(match self {
             Evidence::HypervisorNode => "/hypervisor node",
             Evidence::SmcccUid => "SMCCC hypervisor UID",
+            Evidence::XenVersion(major, minor) => {
+                return write!(f, "xen_version {major}.{minor}");
+            }
         })
     }
 }
@@ -67,8 +73,12 @@ impl fmt::Display for Evidence {
 /// Why the guest runs without events.
 #[derive(Debug)]
 pub enum Unavailable {
-    /// No sign of Xen (e.g. bare QEMU).
-    NoXen,
+    /// No sign of Xen (e.g. bare QEMU): no `/hypervisor` node, and the SMCCC hypervisor UID
+    /// (when it could be asked) was not Xen's.
+    NoXen {
+        /// What the UID and version queries answered (`None`: not asked).
+        answers: Option<(Probe, Probe)>,
+    },
     /// Xen, but the tree describes no GIC the guest drives.
     NoGic,
     /// Xen, but the tree's GIC or `/hypervisor` node is malformed.
@@ -81,10 +91,32 @@ pub enum Unavailable {
     Gic(GicError),
 }
 
+fn describe_probe(f: &mut fmt::Formatter<'_>, probe: &Probe) -> fmt::Result {
+    match probe {
+        Probe::Undefined => f.write_str("undefined (no hypervisor)"),
+        Probe::Answered([x0, ..]) if *x0 as i64 == -1 => f.write_str("not supported"),
+        Probe::Answered([x0, ..]) if (*x0 as i64) < 0 => write!(f, "error {}", *x0 as i64),
+        Probe::Answered([x0, x1, x2, x3]) => {
+            write!(f, "{x0:#x} {x1:#x} {x2:#x} {x3:#x}")
+        }
+    }
+}
+
 impl fmt::Display for Unavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Unavailable::NoXen => f.write_str("no Xen (no /hypervisor node, no Xen SMCCC UID)"),
+            Unavailable::NoXen { answers: None } => f.write_str(
+                "no Xen: no /hypervisor node, and hvc is not safe to try (not entered at EL1 \
+                 with PSCI on hvc)",
+            ),
+            Unavailable::NoXen {
+                answers: Some((uid, version)),
+            } => {
+                f.write_str("no Xen: no /hypervisor node, SMCCC hypervisor UID ")?;
+                describe_probe(f, uid)?;
+                f.write_str(", xen_version ")?;
+                describe_probe(f, version)
+            }
             Unavailable::NoGic => f.write_str("the device tree describes no GICv2/GICv3"),
             Unavailable::Tree(what, error) => write!(f, "{what}: {error}"),
             Unavailable::Upcall(problem) => problem.fmt(f),
@@ -117,19 +149,36 @@ static OTHER: AtomicU64 = AtomicU64::new(0);
 static SENT: AtomicU64 = AtomicU64::new(0);
 
 /// Whether Xen is the hypervisor, and how that is known.
-pub fn detect(platform: &Platform, entry_el: u64) -> Option<(Xen, Evidence)> {
+pub fn detect(platform: &Platform, entry_el: u64) -> Result<(Xen, Evidence), Unavailable> {
     if platform.hypervisor.is_some() {
         // SAFETY: Xen builds the domU's tree and adds `/hypervisor` ("xen,xen") to it.
-        return Some((unsafe { Xen::new_unchecked() }, Evidence::HypervisorNode));
+        return Ok((unsafe { Xen::new_unchecked() }, Evidence::HypervisorNode));
     }
     if entry_el != 1 || platform.psci != Some(PsciConduit::Hvc) {
-        return None;
+        return Err(Unavailable::NoXen { answers: None });
     }
     // SAFETY: entered at EL1 with PSCI on `hvc`: what sits at EL2 answers SMCCC on `hvc`, or
     // there is no EL2 and the probe's undefined `hvc` is skipped by the exception handler.
-    let uid = unsafe { hypercall::hypervisor_uid() }?;
-    // SAFETY: the hypervisor identified itself with Xen's UID.
-    is_xen_uid(uid).then(|| (unsafe { Xen::new_unchecked() }, Evidence::SmcccUid))
+    let uid = unsafe { hypercall::hypervisor_uid() };
+    if let Probe::Answered([x0, x1, x2, x3]) = uid {
+        if is_xen_uid([x0 as u32, x1 as u32, x2 as u32, x3 as u32]) {
+            // SAFETY: the hypervisor identified itself with Xen's UID.
+            return Ok((unsafe { Xen::new_unchecked() }, Evidence::SmcccUid));
+        }
+    }
+    // SAFETY: as above; on a hypervisor that is not Xen, `hvc #0xea1` is an SMCCC call with
+    // function ID 0 (x0), which SMCCC answers NOT_SUPPORTED.
+    let version = unsafe { hypercall::xen_version() };
+    if let Probe::Answered([x0, ..]) = version {
+        if let Some((major, minor)) = xen_version(x0) {
+            // SAFETY: `hvc #0xea1`, Xen's hypercall, answered with a Xen version.
+            let xen = unsafe { Xen::new_unchecked() };
+            return Ok((xen, Evidence::XenVersion(major, minor)));
+        }
+    }
+    Err(Unavailable::NoXen {
+        answers: Some((uid, version)),
+    })
 }
 
 /// Sets up the event channel: shared_info, the port for dom0, the upcall.

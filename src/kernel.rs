@@ -52,7 +52,7 @@ use sramlink_ring::{Creation, Direction, Region, Role, SideState, VolatileMemory
 
 use crate::arch::{cpu, layout, mmu, psci, timer};
 use crate::console;
-use crate::events::{self, Events, Unavailable};
+use crate::events::{self, Events};
 
 /// Translation tables available: root, L2s and L3s. The bare-QEMU map needs 5 (root; L2s for
 /// the first and second GiB; L3s for the UART page and for the image's sections and guard
@@ -314,9 +314,12 @@ fn print_session(event: &SessionEvent) {
 
 /// Detects Xen and sets up the event channel to dom0; prints what happened.
 fn start_events(platform: &Platform, entry_el: u64) -> Option<&'static Events> {
-    let Some((xen, evidence)) = events::detect(platform, entry_el) else {
-        println!("sramlink: events: off ({}): polling", Unavailable::NoXen);
-        return None;
+    let (xen, evidence) = match events::detect(platform, entry_el) {
+        Ok(found) => found,
+        Err(why) => {
+            println!("sramlink: events: off ({why}): polling");
+            return None;
+        }
     };
     // SAFETY: once; `kernel_init` mapped the tree's GIC frames Device-nGnRE for good.
     match unsafe { events::start(platform, xen, evidence) } {

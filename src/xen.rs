@@ -22,6 +22,10 @@ use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// `__HYPERVISOR_memory_op`.
 pub const HYPERCALL_MEMORY_OP: u64 = 12;
+/// `__HYPERVISOR_xen_version`.
+pub const HYPERCALL_XEN_VERSION: u64 = 17;
+/// `XENVER_version`: returns major << 16 | minor.
+pub const XENVER_VERSION: u64 = 0;
 /// `__HYPERVISOR_event_channel_op`.
 pub const HYPERCALL_EVENT_CHANNEL_OP: u64 = 32;
 /// The `hvc` immediate Xen recognises as a hypercall on Arm.
@@ -59,6 +63,13 @@ pub const XEN_SMCCC_UID: [u32; 4] = [0xdc12_18a7, 0x6943_98c6, 0xd179_cf9a, 0x67
 /// The same UID as Xen before 4.11 returned it (`ARM_SMCCC_UID`: the UUID's fields as numbers).
 pub const XEN_SMCCC_UID_BEFORE_4_11: [u32; 4] =
     [0xa718_12dc, 0xc698_4369, 0x9acf_79d1, 0x8dde_e667];
+
+/// The (major, minor) version a `xen_version(XENVER_version)` result says, if it is a
+/// plausible Xen version (major 3 to 9: Xen 3.0 onwards; negative results are errors).
+pub fn xen_version(result: u64) -> Option<(u16, u16)> {
+    let (major, minor) = ((result >> 16) as u16, result as u16);
+    (result >> 32 == 0 && (3..=9).contains(&major)).then_some((major, minor))
+}
 
 /// Whether the words an SMCCC hypervisor `Call UID` returned name Xen.
 pub fn is_xen_uid(words: [u32; 4]) -> bool {
@@ -315,6 +326,15 @@ mod tests {
         ]));
         // SMCCC NOT_SUPPORTED in w0.
         assert!(!is_xen_uid([u32::MAX, 0, 0, 0]));
+    }
+
+    #[test]
+    fn plausible_xen_versions_only() {
+        assert_eq!(xen_version(0x0004_0011), Some((4, 17)));
+        assert_eq!(xen_version(u64::MAX), None);
+        assert_eq!(xen_version((-38i64) as u64), None);
+        assert_eq!(xen_version(0), None);
+        assert_eq!(xen_version(0x0001_0000), None);
     }
 
     #[test]

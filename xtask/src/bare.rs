@@ -326,7 +326,7 @@ fn run_good(image: &Path, peer: &Path, options: &DemoOptions, name: &str) -> Res
     // Without Xen there are no events: the guest must say so and poll (irq falls back to wfe).
     qemu.expect(
         "guest runs without events on bare QEMU",
-        "sramlink: events: off (no Xen",
+        "sramlink: events: off (no Xen:",
         BOOT_TIMEOUT,
     )?;
     let policy = match case.guest_idle {

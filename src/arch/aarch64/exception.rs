@@ -1,4 +1,4 @@
-//! Exception handling: IRQs go to the GIC driver, the SMCCC probe's undefined `hvc` is skipped,
+//! Exception handling: IRQs go to the GIC driver, a probe's undefined `hvc` is skipped,
 //! everything else is fatal (printed with ESR/ELR/FAR, then the guest stops).
 
 use aarch64_cpu::registers::{ELR_EL1, ESR_EL1, FAR_EL1, Readable, SP_EL0, Writeable};
@@ -45,8 +45,6 @@ const KIND_SYNCHRONOUS: u64 = 0;
 const KIND_IRQ: u64 = 1;
 /// ESR_EL1.EC of an undefined instruction.
 const EC_UNKNOWN: u64 = 0;
-/// SMCCC `NOT_SUPPORTED`, what the probe reports when nothing serves `hvc`.
-const SMCCC_NOT_SUPPORTED: u64 = u64::MAX;
 
 /// The interrupted code's general-purpose registers, as `boot/vectors.s` saved them.
 #[repr(C)]
@@ -62,7 +60,7 @@ pub struct ExceptionFrame {
 
 /// Called by `boot/vectors.s` on the exception stack (SP_EL1) for every exception taken from
 /// normal execution. Returns when execution may resume: an IRQ (handled by the GIC driver), or
-/// the SMCCC probe's `hvc` that nothing at EL2 serves (undefined: skipped, x0 = NOT_SUPPORTED).
+/// a probe's `hvc` that nothing at EL2 serves (undefined: skipped, x17 = 1).
 /// Anything else is reported and the guest stops. With the MMU still off the report goes to the
 /// UART recorded from the device tree (see `console::emergency`); before the tree is parsed,
 /// or without a console in it, nothing is printed. Likewise the power-off uses the recorded
@@ -76,9 +74,9 @@ extern "C" fn sramlink_exception(kind: u64, frame: &mut ExceptionFrame) {
     }
     if kind == KIND_SYNCHRONOUS
         && (esr >> 26) & 0x3f == EC_UNKNOWN
-        && elr == super::hypercall::probe_address()
+        && super::hypercall::is_probe(elr)
     {
-        frame.x[0] = SMCCC_NOT_SUPPORTED;
+        frame.x[17] = super::hypercall::PROBE_UNDEFINED;
         ELR_EL1.set(elr + 4);
         return;
     }
