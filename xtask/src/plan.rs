@@ -7,7 +7,8 @@
 ///
 /// With `events` every run waits on Xen events (`--events`) except the first ping, which
 /// busy-polls: the same boot measures both. With `idle_seconds` > 0 an idle window (nothing
-/// exchanged, both sides waiting) comes before the last run.
+/// exchanged, both sides waiting: the peer on events, or else busy-polling) comes before the
+/// last run.
 pub fn peer_runs(
     count: u64,
     size: u32,
@@ -46,13 +47,14 @@ pub fn peer_runs(
         [policy(busy_poll), sized(&["stream", "--direction", "both"])].concat(),
     ];
     if idle_seconds > 0 {
-        runs.push(
-            [
-                policy(busy_poll),
-                vec!["idle".into(), "--seconds".into(), idle_seconds.to_string()],
-            ]
-            .concat(),
-        );
+        // Waiting on events, or (the comparison) busy-polling.
+        let waiting = if events { "--events" } else { "--busy-poll" };
+        runs.push(vec![
+            waiting.into(),
+            "idle".into(),
+            "--seconds".into(),
+            idle_seconds.to_string(),
+        ]);
     }
     runs.push(
         [
