@@ -11,10 +11,10 @@
 use heapless::Vec;
 
 pub use sramlink_devicetree::{
-    Cells, DEFAULT_XEN_UPCALL_INTID, DtError, FDT_HEADER_SIZE, FDT_MAGIC, Gic, GicVersion,
-    MAX_DTB_SIZE, MAX_MEMORY_BANKS, MAX_RESERVED_RANGES, MAX_USABLE_RANGES, NodePath, PhysRange,
-    PsciConduit, RegProblem, RegionNode, Uart, UartKind, UnusableTree, UpcallProblem, XenNode,
-    check_dtb, decode_reg, dtb_total_size,
+    Cells, DtError, FDT_HEADER_SIZE, FDT_MAGIC, GicFrames, GicVersion, Hypervisor,
+    InterruptController, MAX_DTB_SIZE, MAX_MEMORY_BANKS, MAX_RESERVED_RANGES, MAX_USABLE_RANGES,
+    NodePath, PhysRange, PsciConduit, RegProblem, RegionNode, Uart, UartKind, UnusableTree,
+    XEN_DEFAULT_UPCALL_INTID, check_dtb, decode_reg, dtb_total_size,
 };
 
 use crate::backoff::IdlePolicy;
@@ -35,10 +35,10 @@ pub struct Platform {
     pub region: Result<RegionNode, DtError>,
     /// The idle policy `/chosen/bootargs` selects, or why its option cannot be followed.
     pub idle: Result<IdlePolicy, BootArgsError>,
-    /// The first enabled GIC, or what is wrong with its `reg`.
-    pub gic: Option<Result<Gic, DtError>>,
-    /// Xen's `/hypervisor` node.
-    pub hypervisor: Option<XenNode>,
+    /// The first enabled GIC, or what is wrong with it.
+    pub gic: Option<Result<InterruptController, DtError>>,
+    /// Xen's `/hypervisor` node, or what is wrong with it.
+    pub hypervisor: Option<Result<Hypervisor, DtError>>,
 }
 
 impl Platform {
@@ -59,7 +59,7 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, UnusableTree> {
         console: platform.console,
         psci: platform.psci,
         region: platform.region,
-        gic: platform.gic,
+        gic: platform.interrupt_controller,
         hypervisor: platform.hypervisor,
     })
 }

@@ -23,7 +23,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Once;
 
-use sramlink::devicetree::{DEFAULT_XEN_UPCALL_INTID, Gic, Platform, PsciConduit};
+use sramlink::devicetree::{GicFrames, PhysRange, Platform, PsciConduit, XEN_DEFAULT_UPCALL_INTID};
 use sramlink::xen::{
     AddToPhysmap, AllocUnbound, DOM0, DOMID_SELF, EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_SEND,
     EVTCHNOP_UNMASK, HYPERCALL_EVENT_CHANNEL_OP, HYPERCALL_MEMORY_OP, PortArgument, SharedInfo,
@@ -82,9 +82,7 @@ pub enum Unavailable {
     /// Xen, but the tree describes no GIC the guest drives.
     NoGic,
     /// Xen, but the tree's GIC or `/hypervisor` node is malformed.
-    Tree(&'static str, sramlink::devicetree::DtError),
-    /// `/hypervisor`'s `interrupts` is not a PPI specifier.
-    Upcall(sramlink::devicetree::UpcallProblem),
+    Tree(sramlink::devicetree::DtError),
     /// A hypercall failed.
     Xen(XenError),
     /// The GIC could not be set up.
@@ -118,8 +116,7 @@ impl fmt::Display for Unavailable {
                 describe_probe(f, version)
             }
             Unavailable::NoGic => f.write_str("the device tree describes no GICv2/GICv3"),
-            Unavailable::Tree(what, error) => write!(f, "{what}: {error}"),
-            Unavailable::Upcall(problem) => problem.fmt(f),
+            Unavailable::Tree(error) => error.fmt(f),
             Unavailable::Xen(error) => error.fmt(f),
             Unavailable::Gic(error) => error.fmt(f),
         }
@@ -136,7 +133,7 @@ pub struct Events {
     /// Where the Xen check came from.
     pub evidence: Evidence,
     /// The GIC in use.
-    pub gic: Gic,
+    pub gic: GicFrames,
     shared: &'static SharedInfo,
 }
 
@@ -194,12 +191,13 @@ pub unsafe fn start(
 ) -> Result<&'static Events, Unavailable> {
     let gic = match &platform.gic {
         None => return Err(Unavailable::NoGic),
-        Some(Err(error)) => return Err(Unavailable::Tree("gic", error.clone())),
-        Some(Ok(gic)) => *gic,
+        Some(Err(error)) => return Err(Unavailable::Tree(error.clone())),
+        Some(Ok(controller)) => controller.frames,
     };
     let upcall = match &platform.hypervisor {
-        Some(node) => node.upcall.map_err(Unavailable::Upcall)?,
-        None => DEFAULT_XEN_UPCALL_INTID,
+        Some(Ok(node)) => node.upcall_intid,
+        Some(Err(error)) => return Err(Unavailable::Tree(error.clone())),
+        None => XEN_DEFAULT_UPCALL_INTID,
     };
     let page = SHARED_INFO_PAGE.0.get() as u64;
     let mut physmap = AddToPhysmap {
@@ -269,6 +267,14 @@ fn on_upcall() {
 }
 
 impl Events {
+    /// The GIC's version and distributor, for the boot log.
+    pub fn gic_summary(&self) -> (&'static str, PhysRange) {
+        match self.gic {
+            GicFrames::V2 { distributor, .. } => ("GICv2", distributor),
+            GicFrames::V3 { distributor, .. } => ("GICv3", distributor),
+        }
+    }
+
     /// Notifies dom0 (`EVTCHNOP_send` on our port). A failure is counted, not fatal: the
     /// peer's own timeouts bound a lost wake-up, and its polling fallback still sees the data.
     pub fn notify(&self) -> Result<(), XenError> {

@@ -41,7 +41,7 @@ use core::fmt;
 
 use sramlink::backoff::{Backoff, IdlePolicy, Pause};
 use sramlink::devicetree::{
-    self, DtError, FDT_HEADER_SIZE, Platform, PsciConduit, Uart, UnusableTree,
+    self, DtError, FDT_HEADER_SIZE, GicFrames, Platform, PsciConduit, Uart, UnusableTree,
 };
 use sramlink::memory_map::{self, ImageLayout, RegionMapping};
 use sramlink::paging::{PageTables, Table};
@@ -192,7 +192,16 @@ fn highest_mapped_end(
 /// it; harmless otherwise).
 fn gic_frames(platform: &Platform) -> heapless::Vec<PhysRange, 2> {
     match &platform.gic {
-        Some(Ok(gic)) => [gic.distributor, gic.second].into_iter().collect(),
+        Some(Ok(gic)) => match gic.frames {
+            GicFrames::V2 {
+                distributor,
+                cpu_interface,
+            } => [distributor, cpu_interface].into_iter().collect(),
+            GicFrames::V3 {
+                distributor,
+                redistributors,
+            } => [distributor, redistributors].into_iter().collect(),
+        },
         _ => heapless::Vec::new(),
     }
 }
@@ -324,12 +333,12 @@ fn start_events(platform: &Platform, entry_el: u64) -> Option<&'static Events> {
     // SAFETY: once; `kernel_init` mapped the tree's GIC frames Device-nGnRE for good.
     match unsafe { events::start(platform, xen, evidence) } {
         Ok(events) => {
+            let (gic, distributor) = events.gic_summary();
             println!(
-                "sramlink: events: Xen ({}), port {} for dom0, {} at {:#x}, upcall INTID {}",
+                "sramlink: events: Xen ({}), port {} for dom0, {gic} at {:#x}, upcall INTID {}",
                 events.evidence,
                 events.port,
-                events.gic.version,
-                events.gic.distributor.start(),
+                distributor.start(),
                 events.upcall
             );
             Some(events)
@@ -349,8 +358,8 @@ struct GuestIdle {
 }
 
 impl Idle for GuestIdle {
-    fn pause(&mut self) -> bool {
-        let sleep = match self.backoff.pause(timer::counter()) {
+    fn pause(&mut self, progressed: bool) -> bool {
+        match self.backoff.pause(progressed) {
             Pause::Spin => {
                 for _ in 0..SPIN_LOOP_ITERATIONS {
                     core::hint::spin_loop();
@@ -363,14 +372,11 @@ impl Idle for GuestIdle {
             }
             // Only chosen when events work (kernel_main falls back to wfe otherwise).
             Pause::WaitForInterrupt => true,
-        };
-        self.backoff.resumed(timer::counter());
-        sleep
+        }
     }
 
     fn sleep(&mut self) {
         cpu::wait_for_interrupt();
-        self.backoff.resumed(timer::counter());
     }
 
     fn notify(&mut self) {
@@ -501,7 +507,7 @@ fn kernel_main(boot: BootInfo) -> ! {
 
     let started = timer::counter();
     let mut idle = GuestIdle {
-        backoff: Backoff::new(timer::frequency(), idle_policy),
+        backoff: Backoff::new(idle_policy),
         events,
         notify_failures: 0,
     };

@@ -18,7 +18,6 @@
 //!   node is disabled by its own or an ancestor's `status`) are kept apart, to be named in
 //!   messages.
 //! - `/chosen/bootargs`, raw: what the options mean is the reader's business.
-//! - The GIC and Xen's `/hypervisor` node (see [`crate::interrupt`]).
 //!
 //! [`DeviceTree::read`] returns all of it and every problem met; [`discover`] applies the
 //! guest's rule on top (a tree without usable RAM, or with a broken RAM or reserved-memory
@@ -34,7 +33,7 @@ use heapless::Vec;
 use crate::blob::check_dtb;
 use crate::cells::{Bus, Cells, decode_reg, decode_single_reg, translate};
 use crate::error::{DtError, NodePath, RegProblem, UnusableTree, parent_of, truncated_path};
-use crate::interrupt::{Gic, GicVersion, XenNode, is_xen_hypervisor, upcall_intid};
+use crate::interrupts::{Hypervisor, InterruptController, gic_frames, gic_version, upcall_intid};
 use crate::node::NodeInfo;
 use crate::platform::{NamedRange, PsciConduit, RegionNode, Uart, UartKind, usable_memory};
 use crate::range::PhysRange;
@@ -105,16 +104,16 @@ pub struct DeviceTree<'a> {
     pub chosen_region: Option<&'a str>,
     /// `/chosen/bootargs`, raw.
     pub bootargs: Option<&'a [u8]>,
-    /// The first enabled GIC, or what is wrong with its `reg`.
-    pub gic: Option<Result<Gic, DtError>>,
-    /// Xen's `/hypervisor` node.
-    pub hypervisor: Option<XenNode>,
     /// The first problem that makes the tree unusable to boot with, if any: a RAM or
     /// reserved-memory `reg` that cannot be decoded, too many banks, too deep.
     pub problem: Option<DtError>,
     /// The first such problem that is not about a RAM node (what a reader that does not use
     /// the tree's RAM must still care about).
     pub problem_outside_memory: Option<DtError>,
+    /// The first enabled GIC node, decoded (see [`crate::interrupts`]).
+    pub interrupt_controller: Option<Result<InterruptController, DtError>>,
+    /// The first enabled `xen,xen` node, decoded.
+    pub hypervisor: Option<Result<Hypervisor, DtError>>,
 }
 
 impl<'a> DeviceTree<'a> {
@@ -144,10 +143,10 @@ impl<'a> DeviceTree<'a> {
             aliases: None,
             chosen_region: None,
             bootargs: None,
-            gic: None,
-            hypervisor: None,
             problem: None,
             problem_outside_memory: None,
+            interrupt_controller: None,
+            hypervisor: None,
         };
         // The root's own reg (none) would use the defaults; its children use its cells.
         discovery.visit(root, "/", Cells::DEFAULT, None, 0, true);
@@ -162,10 +161,10 @@ impl<'a> DeviceTree<'a> {
             disabled_region_count: discovery.disabled_region_count,
             chosen_region: discovery.chosen_region,
             bootargs: discovery.bootargs,
-            gic: discovery.gic,
-            hypervisor: discovery.hypervisor,
             problem: discovery.problem,
             problem_outside_memory: discovery.problem_outside_memory,
+            interrupt_controller: discovery.interrupt_controller,
+            hypervisor: discovery.hypervisor,
         })
     }
 
@@ -194,6 +193,19 @@ impl<'a> DeviceTree<'a> {
         chosen.node()
     }
 
+    /// The interrupt controller (GICv2 or GICv3) and its frames.
+    pub fn interrupt_controller(&self) -> Result<InterruptController, DtError> {
+        self.interrupt_controller
+            .clone()
+            .unwrap_or(Err(DtError::NoInterruptController))
+    }
+
+    /// Xen's `/hypervisor` node, if the tree has one (a dom0less domU has it only with
+    /// `xen,enhanced`); its upcall INTID is Xen's default unless its `interrupts` names one.
+    pub fn hypervisor(&self) -> Result<Option<Hypervisor>, DtError> {
+        self.hypervisor.clone().transpose()
+    }
+
     /// The `/reserved-memory` ranges alone.
     pub fn reserved_ranges(&self) -> impl Iterator<Item = PhysRange> + '_ {
         self.reserved.iter().map(|entry| entry.range)
@@ -215,10 +227,10 @@ pub struct Platform<'a> {
     pub region: Result<RegionNode, DtError>,
     /// `/chosen/bootargs`, raw.
     pub bootargs: Option<&'a [u8]>,
-    /// The first enabled GIC, or what is wrong with its `reg`.
-    pub gic: Option<Result<Gic, DtError>>,
-    /// Xen's `/hypervisor` node.
-    pub hypervisor: Option<XenNode>,
+    /// The first enabled GIC, decoded (for the guest's event-channel upcall).
+    pub interrupt_controller: Option<Result<InterruptController, DtError>>,
+    /// The first enabled `xen,xen` node, decoded.
+    pub hypervisor: Option<Result<Hypervisor, DtError>>,
 }
 
 impl Platform<'_> {
@@ -255,7 +267,7 @@ pub fn discover(dtb: &[u8]) -> Result<Platform<'_>, UnusableTree> {
         console: tree.console,
         psci: tree.psci,
         bootargs: tree.bootargs,
-        gic: tree.gic,
+        interrupt_controller: tree.interrupt_controller,
         hypervisor: tree.hypervisor,
     })
 }
@@ -281,10 +293,10 @@ struct Discovery<'b, 'a> {
     aliases: Option<FdtNode<'b, 'a>>,
     chosen_region: Option<&'a str>,
     bootargs: Option<&'a [u8]>,
-    gic: Option<Result<Gic, DtError>>,
-    hypervisor: Option<XenNode>,
     problem: Option<DtError>,
     problem_outside_memory: Option<DtError>,
+    interrupt_controller: Option<Result<InterruptController, DtError>>,
+    hypervisor: Option<Result<Hypervisor, DtError>>,
 }
 
 fn child_path(parent: &str, name: &str) -> NodePath {
@@ -417,22 +429,35 @@ impl<'b, 'a> Discovery<'b, 'a> {
                 break;
             }
         }
-        if self.gic.is_none() {
-            if let Some(version) = GicVersion::from_compatible(info.compatible) {
-                self.gic = Some(gic_frames(version, info.reg, parent_cells, bus, path_owned));
-            }
-        }
-        if path == "/hypervisor" && is_xen_hypervisor(info.compatible) {
-            self.hypervisor = Some(XenNode {
-                upcall: upcall_intid(info.interrupts),
-            });
-        }
         if info.is_compatible_prefix("arm,psci") && self.psci.is_none() {
             self.psci = match info.method {
                 Some("hvc") => Some(PsciConduit::Hvc),
                 Some("smc") => Some(PsciConduit::Smc),
                 _ => None,
             };
+        }
+        if self.interrupt_controller.is_none()
+            && let Some(version) = gic_version(|compatible| info.is_compatible(compatible))
+        {
+            let frames = translated_reg(info.reg, parent_cells, bus, path_owned)
+                .and_then(|entries| gic_frames(path_owned, version, &entries));
+            self.interrupt_controller = Some(frames);
+        }
+        if self.hypervisor.is_none() && info.is_compatible("xen,xen") {
+            let hypervisor = upcall_intid(path_owned, info.interrupts).and_then(|upcall_intid| {
+                let grant_table = match info.reg {
+                    None => None,
+                    Some(reg) => translated_reg(Some(reg), parent_cells, bus, path_owned)?
+                        .first()
+                        .copied(),
+                };
+                Ok(Hypervisor {
+                    path: path_owned.clone(),
+                    upcall_intid,
+                    grant_table,
+                })
+            });
+            self.hypervisor = Some(hypervisor);
         }
     }
 
@@ -525,39 +550,32 @@ impl<'b, 'a> Discovery<'b, 'a> {
     }
 }
 
-/// A GIC's distributor and second frame (GICv2 CPU interface, GICv3 redistributors): the
-/// first two `reg` entries, translated to CPU addresses.
-fn gic_frames(
-    version: GicVersion,
+/// Most `reg` entries kept of a node that has several frames (a GIC).
+const MAX_FRAMES: usize = 8;
+
+/// Every `reg` entry of the node at `path` (at most [`MAX_FRAMES`]), translated to CPU
+/// physical addresses; a missing `reg` is an error.
+fn translated_reg(
     reg: Option<&[u8]>,
     parent_cells: Cells,
     bus: Option<&Bus<'_, '_>>,
     path: &NodePath,
-) -> Result<Gic, DtError> {
+) -> Result<Vec<PhysRange, MAX_FRAMES>, DtError> {
     let reg_error = |problem| DtError::Reg {
         path: path.clone(),
         problem,
     };
-    let mut entries =
+    let entries =
         decode_reg(reg.ok_or(reg_error(RegProblem::Missing))?, parent_cells).map_err(reg_error)?;
-    let mut found = 0;
-    let mut next = || -> Result<PhysRange, DtError> {
-        let entry = entries.next().ok_or(reg_error(RegProblem::TooFewEntries {
-            entries: found,
-            needed: 2,
-        }))?;
-        found += 1;
-        entry
+    let mut frames = Vec::new();
+    for entry in entries.take(MAX_FRAMES) {
+        let range = entry
             .and_then(|range| translate(range, bus))
-            .map_err(reg_error)
-    };
-    let distributor = next()?;
-    let second = next()?;
-    Ok(Gic {
-        version,
-        distributor,
-        second,
-    })
+            .map_err(reg_error)?;
+        // `take` keeps this within capacity.
+        let _ = frames.push(range);
+    }
+    Ok(frames)
 }
 
 /// `/a@1/b@2` matches `/a/b`: components compared without unit addresses where `target` omits them.
@@ -666,72 +684,6 @@ mod tests {
         assert_eq!(region.range, range(0x7f00_0000, 0x8000_0000));
         assert!(!region.cacheable);
         assert_eq!(platform.bootargs, None);
-        // QEMU's GICv3 (intc@8000000: distributor, one redistributor region); no Xen.
-        assert_eq!(
-            platform.gic,
-            Some(Ok(Gic {
-                version: GicVersion::V3,
-                distributor: range(0x0800_0000, 0x0801_0000),
-                second: range(0x080a_0000, 0x0900_0000),
-            }))
-        );
-        assert_eq!(platform.hypervisor, None);
-    }
-
-    #[test]
-    fn gic_v2_and_xen_hypervisor_node_are_found() {
-        // A ZynqMP-like GIC-400 behind a bus, and Xen's /hypervisor with its upcall PPI.
-        let blob = guest_tree(|writer| {
-            writer
-                .begin("axi")
-                .cells("#address-cells", &[2])
-                .cells("#size-cells", &[2])
-                .property("ranges", &[])
-                .begin("interrupt-controller@f9010000")
-                .strings("compatible", &["arm,gic-400", "arm,cortex-a15-gic"])
-                .cells(
-                    "reg",
-                    &[0, 0xf901_0000, 0, 0x1000, 0, 0xf902_0000, 0, 0x2000],
-                )
-                .end()
-                .end()
-                .begin("hypervisor")
-                .strings("compatible", &["xen,xen-4.17", "xen,xen"])
-                .cells("interrupts", &[1, 15, 0xf08])
-                .end();
-        });
-        let platform = discover(&blob).unwrap();
-        assert_eq!(
-            platform.gic,
-            Some(Ok(Gic {
-                version: GicVersion::V2,
-                distributor: range(0xf901_0000, 0xf901_1000),
-                second: range(0xf902_0000, 0xf902_2000),
-            }))
-        );
-        assert_eq!(platform.hypervisor, Some(XenNode { upcall: Ok(31) }));
-    }
-
-    #[test]
-    fn gic_with_one_frame_and_bad_upcall_are_errors() {
-        let blob = guest_tree(|writer| {
-            writer
-                .begin("intc@3001000")
-                .strings("compatible", &["arm,gic-v3"])
-                .cells("reg", &[0, 0x0300_1000, 0, 0x10000])
-                .end()
-                .begin("hypervisor")
-                .strings("compatible", &["xen,xen"])
-                .cells("interrupts", &[0, 5, 4])
-                .end();
-        });
-        let platform = discover(&blob).unwrap();
-        let error = platform.gic.unwrap().unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "/intc@3001000: reg has 1 (address, size) entries, needs at least 2"
-        );
-        assert!(platform.hypervisor.unwrap().upcall.is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use heapless::String;
 use crate::blob::{FDT_HEADER_SIZE, FDT_MAGIC, LayoutError, MAX_DTB_SIZE};
 use crate::cells::Cells;
 use crate::discovery::MAX_DEPTH;
+use crate::interrupts::InterruptProblem;
 use crate::platform::{PsciConduit, Uart};
 
 /// Capacity of a node path.
@@ -37,13 +38,6 @@ pub enum RegProblem {
         /// Entries found.
         entries: usize,
     },
-    /// Fewer entries than the node's binding requires (a GIC's two register frames).
-    TooFewEntries {
-        /// Entries found.
-        entries: usize,
-        /// Entries required.
-        needed: usize,
-    },
     /// An ancestor bus' `ranges` does not cover the address.
     OutsideRanges {
         /// The address in the bus' child address space.
@@ -67,7 +61,10 @@ pub enum RegProblem {
     },
 }
 
-/// A device-tree problem the guest cannot boot with.
+/// A device-tree problem: the blob, a node, the region or the interrupt nodes.
+///
+/// The first two variants are the arm64 boot protocol's checks of the guest's `x0`, made
+/// before there is a blob to read; the peer, which reads a file, never meets them.
 #[derive(Clone, PartialEq, Debug)]
 pub enum DtError {
     /// `x0` was zero at entry.
@@ -77,7 +74,7 @@ pub enum DtError {
         /// The address in `x0`.
         address: u64,
     },
-    /// The header's magic is wrong: `x0` does not point at a DTB.
+    /// The header's magic is wrong: the address (the guest's `x0`) holds no DTB.
     BadMagic {
         /// Where the DTB was expected.
         address: u64,
@@ -131,6 +128,15 @@ pub enum DtError {
     ChosenRegionNotFound {
         /// The value of `sramlink,region`.
         path: NodePath,
+    },
+    /// No enabled GIC node (`arm,gic-v3`, `arm,gic-400`, `arm,cortex-a15-gic`).
+    NoInterruptController,
+    /// A GIC or `/hypervisor` node the guest cannot take its interrupts from.
+    Interrupts {
+        /// The node.
+        path: NodePath,
+        /// The problem.
+        problem: InterruptProblem,
     },
 }
 
@@ -242,10 +248,6 @@ impl fmt::Display for DtError {
                         f,
                         "{path}: reg has {entries} (address, size) entries, expected exactly 1"
                     ),
-                    RegProblem::TooFewEntries { entries, needed } => write!(
-                        f,
-                        "{path}: reg has {entries} (address, size) entries, needs at least {needed}"
-                    ),
                     RegProblem::OutsideRanges { address, levels_up } => write!(
                         f,
                         "{path}: address {address:#x} is outside every entry of the ranges \
@@ -282,6 +284,28 @@ impl fmt::Display for DtError {
                 f,
                 "/chosen/sramlink,region = \"{path}\" names no enabled mmio-sram node"
             ),
+            DtError::NoInterruptController => write!(
+                f,
+                "no enabled interrupt controller compatible with arm,gic-v3, arm,gic-400 or \
+                 arm,cortex-a15-gic in the device tree"
+            ),
+            DtError::Interrupts { path, problem } => match problem {
+                InterruptProblem::TooFewFrames { entries, needed } => write!(
+                    f,
+                    "{path}: reg has {entries} (address, size) entries, expected at least \
+                     {needed} (distributor, then redistributors or CPU interface)"
+                ),
+                InterruptProblem::BadSpecifier { bytes } => write!(
+                    f,
+                    "{path}: interrupts is {bytes} bytes, expected one 3-cell GIC specifier \
+                     (12 bytes)"
+                ),
+                InterruptProblem::NotAPpi { kind, number } => write!(
+                    f,
+                    "{path}: interrupts = <{kind} {number} ...> is not a PPI (type 1, number \
+                     0..15)"
+                ),
+            },
         }
     }
 }

@@ -10,8 +10,9 @@
 //! - [`discovery`]: one walk finding RAM, reserved memory, console, PSCI and the `mmio-sram`
 //!   region nodes ([`DeviceTree::read`]), the region's selection ([`DeviceTree::region`]) and
 //!   the guest's boot view ([`discover`]);
-//! - [`interrupt`]: the GIC and Xen's `/hypervisor` node (the event-channel upcall);
 //! - [`platform`]: the types of what is found;
+//! - [`interrupts`]: the GIC's frames (v2 or v3) and Xen's `/hypervisor` upcall, for the
+//!   event-channel work;
 //! - [`range`]: physical address ranges;
 //! - [`error`]: what can be wrong, with the node's path and the numbers.
 #![cfg_attr(not(test), no_std)]
@@ -20,7 +21,7 @@ pub mod blob;
 pub mod cells;
 pub mod discovery;
 pub mod error;
-pub mod interrupt;
+pub mod interrupts;
 mod node;
 pub mod platform;
 pub mod range;
@@ -37,6 +38,8 @@ pub use discovery::{
     MAX_USABLE_RANGES, MMIO_SRAM, Platform, RegionCandidate, discover,
 };
 pub use error::{DtError, NodePath, PATH_CAPACITY, RegProblem, UnusableTree};
-pub use interrupt::{DEFAULT_XEN_UPCALL_INTID, Gic, GicVersion, UpcallProblem, XenNode};
+pub use interrupts::{
+    GicFrames, GicVersion, Hypervisor, InterruptController, XEN_DEFAULT_UPCALL_INTID,
+};
 pub use platform::{NamedRange, PsciConduit, RegionNode, Uart, UartKind};
 pub use range::PhysRange;

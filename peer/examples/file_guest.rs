@@ -57,7 +57,7 @@ fn serve() -> Result<(), String> {
     );
     let mut idle_rounds = 0u32;
     let stats = Service::new(region)
-        .run(|| {
+        .run(|_| {
             idle_rounds = idle_rounds.wrapping_add(1);
             if idle_rounds % 64 == 0 {
                 std::thread::sleep(std::time::Duration::from_micros(50));

@@ -174,7 +174,11 @@ fn map_region(
             MappedRegion::map_file(&path, offset, size)
         }
         RegionSource::PhysicalRange { base, size } => {
-            let range = PhysRange { base, size };
+            let range = PhysRange::from_base_size(base, size).ok_or_else(|| {
+                PeerError::usage(format!(
+                    "--base {base:#x} + --size {size:#x} runs past the end of the address space"
+                ))
+            })?;
             report.region_source = "dev-mem";
             report.region_base = Some(base);
             report.region_size = size;
@@ -189,8 +193,8 @@ fn map_region(
             let node = DeviceTreeRegions::scan(&cli.device_tree)?.discover()?;
             report.region_source = "device-tree";
             report.region_node = Some(node.path.clone());
-            report.region_base = Some(node.range.base);
-            report.region_size = node.range.size;
+            report.region_base = Some(node.range.start());
+            report.region_size = node.range.size();
             MappedRegion::map_dev_mem(node.range)
         }
     }

@@ -16,7 +16,7 @@ use crate::numbers::parse_number;
 /// in /dev/shm), a physical range of /dev/mem (`--base ADDR --size N`, which must equal the reg
 /// of an enabled "mmio-sram" node of the device tree, or of a /reserved-memory entry when the
 /// tree has no enabled "mmio-sram" node; refused when there is no device tree), or, with
-/// neither, the single "mmio-sram" node of /proc/device-tree.
+/// neither, the "mmio-sram" node of the device tree Linux booted with (/sys/firmware/fdt).
 /// Numbers are hex (0x..) or decimal.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sramlink-peer", version)]
@@ -38,10 +38,10 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = parse_number)]
     pub size: Option<u64>,
 
-    /// Device-tree directory used for discovery and for checking --base/--size (which must
-    /// equal an enabled "mmio-sram" node's reg, or a /reserved-memory entry's reg if there is
-    /// no enabled "mmio-sram" node).
-    #[arg(long, value_name = "DIR", default_value = crate::devicetree::PROC_DEVICE_TREE)]
+    /// Device-tree blob used for discovery and for checking --base/--size (which must equal
+    /// an enabled "mmio-sram" node's reg, or a /reserved-memory entry's reg if there is no
+    /// enabled "mmio-sram" node).
+    #[arg(long, value_name = "FILE", default_value = crate::devicetree::SYS_FIRMWARE_FDT)]
     pub device_tree: PathBuf,
 
     /// Also print the report as one line `SRAMLINK-REPORT {json}`.

@@ -1,8 +1,9 @@
 //! The tick counter round trips are measured with: the generic timer on AArch64, else `Instant`.
 //!
 //! On AArch64 Linux enables EL0 access to the virtual counter (`CNTKCTL_EL1.EL0VCTEN`), so the
-//! peer reads `CNTVCT_EL0` directly, the same counter the guest can read; its frequency is
-//! `CNTFRQ_EL0`. Elsewhere (host tests) ticks are nanoseconds since the counter was created.
+//! peer reads `CNTVCT_EL0` directly (with `aarch64-cpu`'s register, as the guest does), the
+//! same counter the guest can read; its frequency is `CNTFRQ_EL0`. Elsewhere (host tests)
+//! ticks are nanoseconds since the counter was created.
 
 /// A monotonic tick source with a known frequency.
 #[derive(Debug, Clone, Copy)]
@@ -29,19 +30,12 @@ impl Counter {
     /// The current tick count.
     #[cfg(target_arch = "aarch64")]
     pub fn now(&self) -> u64 {
-        let ticks: u64;
-        // SAFETY: `isb` only synchronises the instruction stream (so the counter is not read
-        // early, before the preceding instructions) and `mrs CNTVCT_EL0` reads a register Linux
-        // makes readable at EL0; neither touches memory or the stack.
-        unsafe {
-            core::arch::asm!(
-                "isb",
-                "mrs {ticks}, cntvct_el0",
-                ticks = out(reg) ticks,
-                options(nomem, nostack, preserves_flags)
-            );
-        }
-        ticks
+        use aarch64_cpu::asm::barrier;
+        use aarch64_cpu::registers::{CNTVCT_EL0, Readable};
+        // The counter is read out of order otherwise: the ISB makes it wait for the preceding
+        // instructions (the poll that saw the reply).
+        barrier::isb(barrier::SY);
+        CNTVCT_EL0.get()
     }
 
     /// The current tick count (nanoseconds since [`Counter::new`]).
@@ -53,17 +47,8 @@ impl Counter {
     /// Ticks per second.
     #[cfg(target_arch = "aarch64")]
     pub fn frequency_hz(&self) -> u64 {
-        let frequency: u64;
-        // SAFETY: reads CNTFRQ_EL0, which is readable at EL0 when the counter is (Linux sets
-        // CNTKCTL_EL1.EL0VCTEN); no memory or stack access.
-        unsafe {
-            core::arch::asm!(
-                "mrs {frequency}, cntfrq_el0",
-                frequency = out(reg) frequency,
-                options(nomem, nostack, preserves_flags)
-            );
-        }
-        frequency
+        use aarch64_cpu::registers::{CNTFRQ_EL0, Readable};
+        CNTFRQ_EL0.get()
     }
 
     /// Ticks per second (nanoseconds).

@@ -1,10 +1,15 @@
-//! Finds the shared region in a `/proc/device-tree`-style directory tree.
+//! Finds the shared region in the device tree Linux booted with, read as a blob.
 //!
-//! Linux exposes the flattened device tree it booted with as directories (nodes) and files
-//! (properties, raw big-endian bytes). This module reads that form, so the host tests build a
-//! fake tree in a temporary directory. Two things matter to the peer:
+//! Linux exposes the flattened device tree it was given (by Xen, for dom0) at
+//! [`SYS_FIRMWARE_FDT`]; this module reads that blob and interprets it with
+//! `sramlink-devicetree`, the crate the guest uses on the blob in its `x0`: the same checks
+//! before anything walks it, the same `reg` decoding with the parent's cells, the same
+//! translation through every ancestor's `ranges`, the same region selection
+//! (`/chosen/sramlink,region` among several enabled `mmio-sram` nodes). So both sides find
+//! the region at the same address. Two things matter to the peer:
 //!
-//! - nodes whose `compatible` list contains `"mmio-sram"`: the region the guest also sees;
+//! - nodes whose `compatible` list contains `"mmio-sram"`: the region the guest also sees
+//!   (disabled ones too, to name them when nothing else is left);
 //! - the entries under `/reserved-memory`: ranges carved out of RAM, where the region may also
 //!   be described (e.g. with `no-map`).
 //!
@@ -12,152 +17,181 @@
 //! any enabled `mmio-sram` node lets it equal a `/reserved-memory` entry instead
 //! ([`DeviceTreeRegions::check_range`]).
 //!
-//! `reg` is decoded with the **parent** node's `#address-cells` / `#size-cells` (defaults 2
-//! and 1 as in the devicetree specification); a `reg` whose length does not fit those cell
-//! counts is reported precisely rather than guessed at.
+//! `/proc/device-tree` (the live tree as files) is not read: every node and property the peer
+//! needs is in the blob, whose nodes the kernel only ever adds to at run time through
+//! overlays, and a region added that way would be one Xen never mapped into the guest. The
+//! blob also needs no directory walk, and it is what the host tests can build exactly.
 
 use std::fmt;
 use std::fs;
 use std::io;
 use std::path::Path;
 
+use sramlink_devicetree::{
+    DeviceTree, DtError, MAX_REGION_CANDIDATES, MMIO_SRAM, RegionCandidate, check_dtb_at,
+};
+
+pub use sramlink_devicetree::PhysRange;
+
 use crate::error::PeerError;
 
-/// Where the kernel exposes the device tree it booted with.
-pub const PROC_DEVICE_TREE: &str = "/proc/device-tree";
-
-/// The `compatible` string that marks the shared region.
-pub const MMIO_SRAM: &str = "mmio-sram";
-
-/// A physical address range `[base, base + size)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PhysRange {
-    /// First byte.
-    pub base: u64,
-    /// Length in bytes.
-    pub size: u64,
-}
-
-impl PhysRange {
-    /// One past the last byte (saturating at `u64::MAX`).
-    pub fn end(&self) -> u64 {
-        self.base.saturating_add(self.size)
-    }
-
-    /// Whether `inner` lies entirely inside `self`.
-    pub fn contains(&self, inner: &PhysRange) -> bool {
-        inner.base >= self.base && inner.end() <= self.end()
-    }
-}
-
-impl fmt::Display for PhysRange {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{:#x}+{:#x}", self.base, self.size)
-    }
-}
+/// Where Linux exposes the device tree blob it booted with (root only, mode 0400).
+pub const SYS_FIRMWARE_FDT: &str = "/sys/firmware/fdt";
 
 /// One `reg` entry of a node, with the node's path (`/sram@7f000000`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRange {
     /// Path of the node relative to the tree root, starting with `/`.
     pub path: String,
-    /// The decoded `reg` entry.
+    /// The decoded `reg` entry, translated to a CPU physical address.
     pub range: PhysRange,
-    /// The node's `status` is absent, `"okay"` or `"ok"` (Xen writes `"disabled"` into the
-    /// nodes it keeps from dom0, e.g. with `xen,passthrough`).
+    /// The node and its ancestors have `status` absent, `"okay"` or `"ok"` (Xen writes
+    /// `"disabled"` into the nodes it keeps from dom0, e.g. with `xen,passthrough`).
     pub enabled: bool,
 }
 
 impl fmt::Display for NodeRange {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         let disabled = if self.enabled { "" } else { ", disabled" };
-        write!(formatter, "{} ({}{disabled})", self.range, self.path)
+        write!(
+            formatter,
+            "{} ({}{disabled})",
+            self.range.base_size(),
+            self.path
+        )
     }
 }
 
 /// What the peer needs to know from the device tree.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeviceTreeRegions {
-    /// Every `reg` entry of every `mmio-sram` node, in tree-walk order.
+    /// Every `mmio-sram` node: the enabled ones in tree order, then the disabled ones.
     pub sram: Vec<NodeRange>,
-    /// Every `reg` entry of every child of `/reserved-memory`.
+    /// Every `reg` entry of every enabled child of `/reserved-memory`.
     pub reserved: Vec<NodeRange>,
+    /// The region as the guest would select it from the same tree.
+    region: Result<NodeRange, DtError>,
 }
 
 impl DeviceTreeRegions {
-    /// Reads the tree rooted at `root` (normally [`PROC_DEVICE_TREE`]).
-    pub fn scan(root: &Path) -> Result<Self, PeerError> {
-        if !root.is_dir() {
-            return Err(PeerError::region(format!(
-                "no device tree at {}: pass --device-tree DIR naming one, or map a file with \
-                 --file PATH --offset N --size N",
-                root.display()
-            )));
-        }
-        let mut regions = Self::default();
-        let root_cells = CellCounts::of_node(root)?;
-        walk(root, "", root_cells, &mut regions)?;
-        let reserved_dir = root.join("reserved-memory");
-        if reserved_dir.is_dir() {
-            let cells = CellCounts::of_node(&reserved_dir)?;
-            for child in sorted_child_nodes(&reserved_dir)? {
-                let child_dir = reserved_dir.join(&child);
-                let path = format!("/reserved-memory/{child}");
-                // Dynamically allocated entries (`size` + `alloc-ranges`) have no `reg`.
-                if let Some(reg) = read_property(&child_dir.join("reg"))? {
-                    for range in decode_reg(&reg, cells, &path)? {
-                        regions.reserved.push(NodeRange {
-                            path: path.clone(),
-                            range,
-                            enabled: true,
-                        });
-                    }
-                }
+    /// Reads the blob at `path` (normally [`SYS_FIRMWARE_FDT`]).
+    pub fn scan(path: &Path) -> Result<Self, PeerError> {
+        let blob = match fs::read(path) {
+            Ok(blob) => blob,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(PeerError::region(format!(
+                    "no device tree at {}: pass --device-tree FILE naming a device-tree blob, or \
+                     map a file with --file PATH --offset N --size N",
+                    path.display()
+                )));
             }
-        }
-        Ok(regions)
+            Err(error) => return Err(read_error(path, &error)),
+        };
+        Self::from_blob(&blob).map_err(|error| {
+            PeerError::region(format!("device tree {}: {}", path.display(), error.message))
+        })
     }
 
-    /// The single `mmio-sram` range to use when neither `--file` nor `--base` was given.
-    /// Disabled nodes are skipped (and named in the error when nothing else is left).
+    /// Interprets a device tree blob.
+    pub fn from_blob(blob: &[u8]) -> Result<Self, PeerError> {
+        // The blob's address in this process means nothing: offsets are from its start.
+        let blob = check_dtb_at(blob, 0).map_err(dt_error)?;
+        let tree = DeviceTree::read_checked(blob).map_err(dt_error)?;
+        // RAM nodes are the guest's business; a reserved-memory entry or a depth the walk
+        // cannot follow would leave this list incomplete.
+        if let Some(problem) = &tree.problem_outside_memory {
+            return Err(dt_error(problem.clone()));
+        }
+        // Every node must be listed for `check_range` to be right.
+        if tree.region_count > tree.regions.len()
+            || tree.disabled_region_count > tree.disabled_regions.len()
+        {
+            return Err(PeerError::region(format!(
+                "the device tree has {} enabled and {} disabled \"{MMIO_SRAM}\" nodes; at most \
+                 {MAX_REGION_CANDIDATES} of each are read",
+                tree.region_count, tree.disabled_region_count
+            )));
+        }
+        let node = |candidate: &RegionCandidate, enabled| {
+            candidate
+                .node()
+                .map(|node| NodeRange {
+                    path: node.path.to_string(),
+                    range: node.range,
+                    enabled,
+                })
+                .map_err(dt_error)
+        };
+        let enabled = tree.regions.iter().map(|candidate| node(candidate, true));
+        let disabled = tree
+            .disabled_regions
+            .iter()
+            .map(|candidate| node(candidate, false));
+        // A region node whose reg cannot be used is an error even when another one would do:
+        // the tree is not what the configuration says.
+        let sram = enabled.chain(disabled).collect::<Result<Vec<_>, _>>()?;
+        let reserved = tree
+            .reserved
+            .iter()
+            .map(|entry| NodeRange {
+                path: entry.path.to_string(),
+                range: entry.range,
+                enabled: true,
+            })
+            .collect();
+        let region = tree.region().map(|node| NodeRange {
+            path: node.path.to_string(),
+            range: node.range,
+            enabled: true,
+        });
+        Ok(Self {
+            sram,
+            reserved,
+            region,
+        })
+    }
+
+    /// The `mmio-sram` range to use when neither `--file` nor `--base` was given: the one the
+    /// guest selects. Disabled nodes are skipped (and named in the error when nothing else is
+    /// left).
     pub fn discover(&self) -> Result<NodeRange, PeerError> {
-        let enabled = self.enabled_sram();
-        match enabled.as_slice() {
-            [only] => Ok(only.clone()),
-            [] if !self.sram.is_empty() => Err(PeerError::region(format!(
+        match &self.region {
+            Ok(node) => Ok(node.clone()),
+            Err(DtError::NoRegion) if !self.sram.is_empty() => Err(PeerError::region(format!(
                 "every \"{MMIO_SRAM}\" node in the device tree is disabled ({}): the range was \
                  not given to this domain (xen,passthrough?); --base ADDR --size N is accepted only \
                  for a range equal to a /reserved-memory entry (reserved-memory: {})",
                 list(&self.sram),
                 list(&self.reserved)
             ))),
-            [] => Err(PeerError::region(format!(
+            Err(DtError::NoRegion) => Err(PeerError::region(format!(
                 "no node with compatible \"{MMIO_SRAM}\" in the device tree; pass --base ADDR --size N \
                  equal to a /reserved-memory entry (reserved-memory ranges: {})",
                 list(&self.reserved)
             ))),
-            several => Err(PeerError::region(format!(
-                "{} \"{MMIO_SRAM}\" ranges in the device tree, cannot choose: {}; pass --base ADDR \
-                 --size N equal to one of them",
-                several.len(),
-                list(several)
+            Err(DtError::AmbiguousRegion { count, .. }) => Err(PeerError::region(format!(
+                "{count} \"{MMIO_SRAM}\" ranges in the device tree, cannot choose: {}; pass --base ADDR \
+                 --size N equal to one of them, or name one with /chosen/sramlink,region",
+                list(&self.enabled_sram())
             ))),
+            Err(error) => Err(dt_error(error.clone())),
         }
     }
 
-    /// Reads the tree at `root` and checks `range` against it ([`Self::check_range`]). A
+    /// Reads the blob at `path` and checks `range` against it ([`Self::check_range`]). A
     /// missing tree is an error, not a pass: without it nothing says the range is the shared
     /// region rather than random RAM.
-    pub fn check_range_at(root: &Path, range: &PhysRange) -> Result<RangeMatch, PeerError> {
-        if !root.is_dir() {
+    pub fn check_range_at(path: &Path, range: &PhysRange) -> Result<RangeMatch, PeerError> {
+        if !path.exists() {
             return Err(PeerError::region(format!(
-                "cannot check --base/--size {range}: no device tree at {} to compare it with; \
-                 pass --device-tree DIR naming a device-tree directory that describes the region \
+                "cannot check --base/--size {}: no device tree at {} to compare it with; \
+                 pass --device-tree FILE naming a device-tree blob that describes the region \
                  (or map a file with --file PATH --offset N --size N)",
-                root.display()
+                range.base_size(),
+                path.display()
             )));
         }
-        Self::scan(root)?.check_range(range)
+        Self::scan(path)?.check_range(range)
     }
 
     /// Accepts `range` only if it **equals** the `reg` of an enabled `mmio-sram` node, so that
@@ -176,13 +210,14 @@ impl DeviceTreeRegions {
             }
             let inside = enabled
                 .iter()
-                .find(|node| node.range.contains(range))
+                .find(|node| node.range.contains_range(range))
                 .map(|node| format!("; it lies inside {node} but must equal it"))
                 .unwrap_or_default();
             return Err(PeerError::region(format!(
-                "refusing to map {range}: --base/--size must equal the reg of an enabled \
+                "refusing to map {}: --base/--size must equal the reg of an enabled \
                  \"{MMIO_SRAM}\" node of the device tree{inside} (mmio-sram: {}; /reserved-memory \
                  entries are not accepted while an enabled \"{MMIO_SRAM}\" node exists: {})",
+                range.base_size(),
                 list(&self.sram),
                 list(&self.reserved)
             )));
@@ -196,13 +231,14 @@ impl DeviceTreeRegions {
         let inside = self
             .reserved
             .iter()
-            .find(|node| node.range.contains(range))
+            .find(|node| node.range.contains_range(range))
             .map(|node| format!("; it lies inside {node} but must equal it"))
             .unwrap_or_default();
         Err(PeerError::region(format!(
-            "refusing to map {range}: the device tree has no enabled \"{MMIO_SRAM}\" node \
+            "refusing to map {}: the device tree has no enabled \"{MMIO_SRAM}\" node \
              (mmio-sram: {}), so --base/--size must equal a /reserved-memory entry instead \
              (fallback){inside} (reserved-memory: {})",
+            range.base_size(),
             list(&self.sram),
             list(&self.reserved)
         )))
@@ -234,13 +270,15 @@ impl fmt::Display for RangeMatch {
                 formatter,
                 "{} accepted as the /reserved-memory entry {} (fallback: the device tree has \
                  no enabled \"{MMIO_SRAM}\" node)",
-                self.node.range, self.node.path
+                self.node.range.base_size(),
+                self.node.path
             )
         } else {
             write!(
                 formatter,
                 "{} accepted as the \"{MMIO_SRAM}\" node {}",
-                self.node.range, self.node.path
+                self.node.range.base_size(),
+                self.node.path
             )
         }
     }
@@ -257,178 +295,76 @@ fn list(nodes: &[NodeRange]) -> String {
         .join(", ")
 }
 
-/// A node's `#address-cells` / `#size-cells`, which govern its children's `reg`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct CellCounts {
-    address: u32,
-    size: u32,
-}
-
-impl CellCounts {
-    fn of_node(dir: &Path) -> Result<Self, PeerError> {
-        Ok(Self {
-            address: read_u32_property(&dir.join("#address-cells"))?.unwrap_or(2),
-            size: read_u32_property(&dir.join("#size-cells"))?.unwrap_or(1),
-        })
-    }
-}
-
-/// Visits the children of `dir` (whose own cells are `cells`), recording `mmio-sram` nodes.
-fn walk(
-    dir: &Path,
-    dir_path: &str,
-    cells: CellCounts,
-    regions: &mut DeviceTreeRegions,
-) -> Result<(), PeerError> {
-    for child in sorted_child_nodes(dir)? {
-        let child_dir = dir.join(&child);
-        let child_path = format!("{dir_path}/{child}");
-        if let Some(compatible) = read_property(&child_dir.join("compatible"))?
-            && compatible_contains(&compatible, MMIO_SRAM)
-        {
-            let reg = read_property(&child_dir.join("reg"))?.ok_or_else(|| {
-                PeerError::region(format!(
-                    "device-tree node {child_path} is \"{MMIO_SRAM}\" but has no reg property"
-                ))
-            })?;
-            let enabled = read_property(&child_dir.join("status"))?.is_none_or(|status| {
-                matches!(
-                    status.strip_suffix(b"\0").unwrap_or(&status),
-                    b"okay" | b"ok"
-                )
-            });
-            for range in decode_reg(&reg, cells, &child_path)? {
-                regions.sram.push(NodeRange {
-                    path: child_path.clone(),
-                    range,
-                    enabled,
-                });
-            }
-        }
-        let child_cells = CellCounts::of_node(&child_dir)?;
-        walk(&child_dir, &child_path, child_cells, regions)?;
-    }
-    Ok(())
-}
-
-/// Names of the subdirectories (child nodes) of `dir`, sorted; symlinks are not followed.
-fn sorted_child_nodes(dir: &Path) -> Result<Vec<String>, PeerError> {
-    let entries = fs::read_dir(dir).map_err(|error| read_error(dir, &error))?;
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|error| read_error(dir, &error))?;
-        let file_type = entry
-            .file_type()
-            .map_err(|error| read_error(&entry.path(), &error))?;
-        if file_type.is_dir() {
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
 fn read_error(path: &Path, error: &io::Error) -> PeerError {
+    let hint = if error.kind() == io::ErrorKind::IsADirectory {
+        " (--device-tree takes a blob such as /sys/firmware/fdt, not a /proc/device-tree \
+         directory)"
+    } else if error.kind() == io::ErrorKind::PermissionDenied {
+        " (Linux lets only root read /sys/firmware/fdt)"
+    } else {
+        ""
+    };
     PeerError::region(format!(
-        "cannot read device tree at {}: {error}",
+        "cannot read device tree at {}: {error}{hint}",
         path.display()
     ))
 }
 
-/// Reads a property file; `None` when the property does not exist.
-fn read_property(path: &Path) -> Result<Option<Vec<u8>>, PeerError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(read_error(path, &error)),
-    }
-}
-
-fn read_u32_property(path: &Path) -> Result<Option<u32>, PeerError> {
-    match read_property(path)? {
-        None => Ok(None),
-        Some(bytes) => match <[u8; 4]>::try_from(bytes.as_slice()) {
-            Ok(cell) => Ok(Some(u32::from_be_bytes(cell))),
-            Err(_) => Err(PeerError::region(format!(
-                "device-tree property {} is {} bytes long, expected one 4-byte cell",
-                path.display(),
-                bytes.len()
-            ))),
-        },
-    }
-}
-
-/// Whether a `compatible` value (NUL-separated strings) lists `wanted`.
-fn compatible_contains(value: &[u8], wanted: &str) -> bool {
-    value
-        .split(|&byte| byte == 0)
-        .any(|entry| entry == wanted.as_bytes())
-}
-
-/// Decodes a `reg` value of big-endian cells into ranges, with the parent's cell counts.
-fn decode_reg(reg: &[u8], cells: CellCounts, node_path: &str) -> Result<Vec<PhysRange>, PeerError> {
-    if !(1..=2).contains(&cells.address) || !(1..=2).contains(&cells.size) {
-        return Err(PeerError::region(format!(
-            "device-tree node {node_path}: parent has #address-cells = {} and #size-cells = {}; \
-             only 1 or 2 cells each are supported",
-            cells.address, cells.size
-        )));
-    }
-    let entry_cells = (cells.address + cells.size) as usize;
-    let entry_bytes = entry_cells * 4;
-    if reg.is_empty() || reg.len() % entry_bytes != 0 {
-        return Err(PeerError::region(format!(
-            "device-tree node {node_path}: reg is {} bytes ({} cells), not a whole number of \
-             <address size> entries of {} + {} cells as the parent's #address-cells/#size-cells say",
-            reg.len(),
-            reg.len() as f64 / 4.0,
-            cells.address,
-            cells.size
-        )));
-    }
-    let read_cells = |bytes: &[u8]| {
-        bytes.chunks_exact(4).fold(0u64, |value, cell| {
-            let cell = u32::from_be_bytes([cell[0], cell[1], cell[2], cell[3]]);
-            (value << 32) | u64::from(cell)
-        })
-    };
-    let address_bytes = cells.address as usize * 4;
-    Ok(reg
-        .chunks_exact(entry_bytes)
-        .map(|entry| PhysRange {
-            base: read_cells(&entry[..address_bytes]),
-            size: read_cells(&entry[address_bytes..]),
-        })
-        .collect())
+fn dt_error(error: DtError) -> PeerError {
+    PeerError::region(error.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use std::path::PathBuf;
 
-    /// A fake `/proc/device-tree` in a temporary directory.
+    /// A fake device tree, written as a blob (with `vm-fdt`) into a temporary file each time
+    /// it is scanned; nodes are created with their ancestors, children written in name order.
     struct FakeTree {
         dir: tempfile::TempDir,
+        /// Node path ("" for the root) to its properties.
+        nodes: std::cell::RefCell<BTreeMap<String, BTreeMap<String, Vec<u8>>>>,
     }
 
     impl FakeTree {
+        /// A tree whose root sets #address-cells = <2>, #size-cells = <2>.
         fn new() -> Self {
-            let tree = Self {
-                dir: tempfile::tempdir().expect("tempdir"),
-            };
+            let tree = Self::empty();
             tree.cells("", 2, 2);
             tree
         }
 
-        fn node(&self, path: &str) -> PathBuf {
-            let dir = self.dir.path().join(path.trim_start_matches('/'));
-            fs::create_dir_all(&dir).expect("create node");
-            dir
+        /// A tree whose root sets no cell counts (the defaults, 2 and 1, apply).
+        fn empty() -> Self {
+            let tree = Self {
+                dir: tempfile::tempdir().expect("tempdir"),
+                nodes: Default::default(),
+            };
+            tree.node("");
+            tree
+        }
+
+        fn node(&self, path: &str) -> String {
+            let path = path.trim_end_matches('/').to_string();
+            let mut nodes = self.nodes.borrow_mut();
+            let mut ancestor = String::new();
+            nodes.entry(String::new()).or_default();
+            for part in path.split('/').filter(|part| !part.is_empty()) {
+                ancestor = format!("{ancestor}/{part}");
+                nodes.entry(ancestor.clone()).or_default();
+            }
+            path
         }
 
         fn property(&self, node: &str, name: &str, value: &[u8]) {
-            fs::write(self.node(node).join(name), value).expect("write property");
+            let node = self.node(node);
+            self.nodes
+                .borrow_mut()
+                .get_mut(&node)
+                .expect("node")
+                .insert(name.to_string(), value.to_vec());
         }
 
         fn cells(&self, node: &str, address: u32, size: u32) {
@@ -441,15 +377,43 @@ mod tests {
             self.property(node, "reg", &bytes);
         }
 
+        fn write_node(&self, writer: &mut vm_fdt::FdtWriter, path: &str, name: &str) {
+            let nodes = self.nodes.borrow();
+            let handle = writer.begin_node(name).expect("node");
+            for (property, value) in &nodes[path] {
+                writer.property(property, value).expect("property");
+            }
+            let prefix = format!("{path}/");
+            let children: Vec<&String> = nodes
+                .keys()
+                .filter(|child| {
+                    child
+                        .strip_prefix(&prefix)
+                        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+                })
+                .collect();
+            for child in children {
+                let name = &child[prefix.len()..];
+                self.write_node(writer, child, name);
+            }
+            writer.end_node(handle).expect("end node");
+        }
+
+        /// The tree as a blob file.
+        fn path(&self) -> PathBuf {
+            let mut writer = vm_fdt::FdtWriter::new().expect("writer");
+            self.write_node(&mut writer, "", "");
+            let path = self.dir.path().join("fdt");
+            fs::write(&path, writer.finish().expect("blob")).expect("write blob");
+            path
+        }
+
         fn scan(&self) -> Result<DeviceTreeRegions, PeerError> {
-            DeviceTreeRegions::scan(self.dir.path())
+            DeviceTreeRegions::scan(&self.path())
         }
     }
 
-    const REGION: PhysRange = PhysRange {
-        base: 0x7f00_0000,
-        size: 0x100_0000,
-    };
+    const REGION: PhysRange = PhysRange::from_base_size(0x7f00_0000, 0x100_0000).unwrap();
 
     /// The bare-QEMU layout: an `mmio-sram` node plus a `no-map` reserved-memory entry.
     fn qemu_tree() -> FakeTree {
@@ -501,16 +465,10 @@ mod tests {
 
     #[test]
     fn default_cells_are_two_and_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let node = dir.path().join("sram@7f000000");
-        fs::create_dir(&node).expect("mkdir");
-        fs::write(node.join("compatible"), b"mmio-sram\0").expect("write");
-        let reg: Vec<u8> = [0u32, 0x7f00_0000, 0x100_0000]
-            .iter()
-            .flat_map(|cell| cell.to_be_bytes())
-            .collect();
-        fs::write(node.join("reg"), reg).expect("write");
-        let regions = DeviceTreeRegions::scan(dir.path()).expect("scan");
+        let tree = FakeTree::empty();
+        tree.property("/sram@7f000000", "compatible", b"mmio-sram\0");
+        tree.reg("/sram@7f000000", &[0, 0x7f00_0000, 0x100_0000]);
+        let regions = tree.scan().expect("scan");
         assert_eq!(regions.discover().expect("discover").range, REGION);
     }
 
@@ -530,7 +488,13 @@ mod tests {
             "{error}"
         );
         assert!(error.message.contains("16 bytes (4 cells)"), "{error}");
-        assert!(error.message.contains("2 + 1 cells"), "{error}");
+        // The parent's cell counts, as the shared crate words them for both sides.
+        assert!(
+            error
+                .message
+                .contains("#address-cells = <2>, #size-cells = <1>"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -601,10 +565,7 @@ mod tests {
         tree
     }
 
-    const SUBRANGE: PhysRange = PhysRange {
-        base: 0x7f80_0000,
-        size: 0x1000,
-    };
+    const SUBRANGE: PhysRange = PhysRange::from_base_size(0x7f80_0000, 0x1000).unwrap();
 
     #[test]
     fn check_range_accepts_the_exact_node() {
@@ -727,10 +688,7 @@ mod tests {
     #[test]
     fn check_range_refuses_other_memory_and_names_what_exists() {
         let regions = qemu_tree().scan().expect("scan");
-        let wrong = PhysRange {
-            base: 0x4000_0000,
-            size: 0x100_0000,
-        };
+        let wrong = PhysRange::from_base_size(0x4000_0000, 0x100_0000).unwrap();
         let error = regions.check_range(&wrong).expect_err("random RAM");
         assert!(
             error
@@ -750,15 +708,9 @@ mod tests {
                 .contains("0x7f000000+0x1000000 (/reserved-memory/shm@7f000000)"),
             "{error}"
         );
-        let straddling = PhysRange {
-            base: 0x7ff0_0000,
-            size: 0x20_0000,
-        };
+        let straddling = PhysRange::from_base_size(0x7ff0_0000, 0x20_0000).unwrap();
         assert!(regions.check_range(&straddling).is_err());
-        let larger = PhysRange {
-            base: 0x7f00_0000,
-            size: 0x200_0000,
-        };
+        let larger = PhysRange::from_base_size(0x7f00_0000, 0x200_0000).unwrap();
         assert!(regions.check_range(&larger).is_err());
     }
 
@@ -773,11 +725,11 @@ mod tests {
             error.message.contains(&absent.display().to_string()),
             "{error}"
         );
-        assert!(error.message.contains("--device-tree DIR"), "{error}");
+        assert!(error.message.contains("--device-tree FILE"), "{error}");
         // The same tree, once it exists, is read and the range accepted.
         let tree = qemu_tree();
         let accepted =
-            DeviceTreeRegions::check_range_at(tree.dir.path(), &REGION).expect("tree exists");
+            DeviceTreeRegions::check_range_at(&tree.path(), &REGION).expect("tree exists");
         assert_eq!(accepted.node.path, "/sram@7f000000");
     }
 
@@ -787,5 +739,51 @@ mod tests {
         tree.property("/sram", "compatible", b"mmio-sram\0");
         let error = tree.scan().expect_err("no reg");
         assert!(error.message.contains("has no reg"), "{error}");
+    }
+
+    #[test]
+    fn a_directory_or_a_damaged_blob_is_a_clear_error() {
+        // The old interface took /proc/device-tree; say what is expected now.
+        let tree = qemu_tree();
+        let error = DeviceTreeRegions::scan(tree.dir.path()).expect_err("a directory");
+        assert!(error.message.contains("takes a blob"), "{error}");
+        // Damaged: the same checks as the guest's, with the offset from the blob's start.
+        let mut blob = fs::read(tree.path()).expect("blob");
+        blob[0] = 0xde;
+        let path = tree.dir.path().join("damaged");
+        fs::write(&path, &blob).expect("write");
+        let error = DeviceTreeRegions::scan(&path).expect_err("bad magic");
+        assert!(
+            error
+                .message
+                .ends_with("damaged: no device tree at 0x0: magic 0xde0dfeed, expected 0xd00dfeed"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn chosen_sramlink_region_picks_the_guests_region() {
+        let tree = qemu_tree();
+        tree.property("/sram@50000000", "compatible", b"mmio-sram\0");
+        tree.reg("/sram@50000000", &[0, 0x5000_0000, 0, 0x1000]);
+        tree.property("/chosen", "sramlink,region", b"/sram@7f000000\0");
+        let found = tree.scan().expect("scan").discover().expect("chosen");
+        assert_eq!(found.path, "/sram@7f000000");
+        assert_eq!(found.range, REGION);
+    }
+
+    #[test]
+    fn more_region_nodes_than_are_read_is_an_error_not_a_partial_list() {
+        let tree = qemu_tree();
+        for index in 0..MAX_REGION_CANDIDATES as u32 {
+            let node = format!("/sram@{:x}", 0x5000_0000 + index * 0x1000);
+            tree.property(&node, "compatible", b"mmio-sram\0");
+            tree.reg(&node, &[0, 0x5000_0000 + index * 0x1000, 0, 0x1000]);
+        }
+        let error = tree.scan().expect_err("five enabled nodes");
+        assert!(
+            error.message.contains("5 enabled and 0 disabled"),
+            "{error}"
+        );
     }
 }

@@ -4,8 +4,9 @@
 //! here so that host tests can drive it:
 //!
 //! 1. [`cli`] turns the command line into a [`cli::RegionSource`] and a [`cli::Mode`].
-//! 2. [`devicetree`] finds the `mmio-sram` node and the `/reserved-memory` ranges in a
-//!    `/proc/device-tree`-style directory tree (the root is a parameter, so tests use a fake).
+//! 2. [`devicetree`] finds the `mmio-sram` node and the `/reserved-memory` ranges in the
+//!    device tree blob Linux booted with (`/sys/firmware/fdt`; a parameter, so tests write
+//!    their own), interpreted by `sramlink-devicetree` exactly as the guest interprets its own.
 //! 3. [`mapping`] maps the region: a host file with `MAP_SHARED`, or a physical range of
 //!    `/dev/mem`.
 //! 4. [`session`] attaches to the ring the guest created and runs `ping`, `echo` or `stream`,

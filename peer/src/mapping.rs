@@ -101,12 +101,12 @@ impl MappedRegion {
     /// Maps the physical range through `/dev/mem` (`O_SYNC`: uncached on arm64). Needs root.
     pub fn map_dev_mem(range: PhysRange) -> Result<Self, PeerError> {
         let page = page_size();
-        check_geometry("base", range.base, range.size, page)?;
+        check_geometry("base", range.start(), range.size(), page)?;
         // SAFETY: geteuid has no preconditions and cannot fail.
         require_root(unsafe { libc::geteuid() }, range)?;
-        let len = to_usize(range.size)?;
-        let offset = libc::off_t::try_from(range.base).map_err(|_| {
-            PeerError::region(format!("base {:#x} does not fit in off_t", range.base))
+        let len = to_usize(range.size())?;
+        let offset = libc::off_t::try_from(range.start()).map_err(|_| {
+            PeerError::region(format!("base {:#x} does not fit in off_t", range.start()))
         })?;
         // SAFETY: DEV_MEM is a NUL-terminated path; open has no other preconditions.
         let fd = unsafe {
@@ -165,7 +165,8 @@ fn require_root(euid: u32, range: PhysRange) -> Result<(), PeerError> {
         return Ok(());
     }
     Err(PeerError::region(format!(
-        "mapping {range} through /dev/mem needs root (running as uid {euid})"
+        "mapping {} through /dev/mem needs root (running as uid {euid})",
+        range.base_size()
     )))
 }
 
@@ -173,13 +174,17 @@ fn require_root(euid: u32, range: PhysRange) -> Result<(), PeerError> {
 fn dev_mem_mmap_error(range: PhysRange, error: &io::Error) -> PeerError {
     if error.raw_os_error() == Some(libc::EPERM) {
         PeerError::region(format!(
-            "mmap of /dev/mem at {range} failed with EPERM (Operation not permitted): strict \
+            "mmap of /dev/mem at {} failed with EPERM (Operation not permitted): strict \
              devmem (CONFIG_IO_STRICT_DEVMEM) refused it because the range is claimed by a \
              driver (the sram driver claims mmio-sram nodes); boot dom0 with `iomem=relaxed` \
-             on its command line to allow it"
+             on its command line to allow it",
+            range.base_size()
         ))
     } else {
-        PeerError::region(format!("mmap of /dev/mem at {range} failed: {error}"))
+        PeerError::region(format!(
+            "mmap of /dev/mem at {} failed: {error}",
+            range.base_size()
+        ))
     }
 }
 
@@ -257,20 +262,15 @@ mod tests {
 
     #[test]
     fn dev_mem_checks_alignment_and_explains_eperm() {
-        let unaligned = MappedRegion::map_dev_mem(PhysRange {
-            base: 0x7f00_0010,
-            size: 0x1000,
-        })
-        .unwrap_err();
+        let unaligned =
+            MappedRegion::map_dev_mem(PhysRange::from_base_size(0x7f00_0010, 0x1000).unwrap())
+                .unwrap_err();
         assert!(
             unaligned.message.contains("not page-aligned"),
             "{unaligned}"
         );
         let message = dev_mem_mmap_error(
-            PhysRange {
-                base: 0x7f00_0000,
-                size: 0x100_0000,
-            },
+            PhysRange::from_base_size(0x7f00_0000, 0x100_0000).unwrap(),
             &io::Error::from_raw_os_error(libc::EPERM),
         )
         .message;
@@ -281,10 +281,7 @@ mod tests {
 
     #[test]
     fn dev_mem_needs_root() {
-        let range = PhysRange {
-            base: 0x7f00_0000,
-            size: 0x1000,
-        };
+        let range = PhysRange::from_base_size(0x7f00_0000, 0x1000).unwrap();
         assert!(require_root(0, range).is_ok());
         let error = require_root(1000, range).unwrap_err();
         assert!(

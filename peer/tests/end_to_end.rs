@@ -40,7 +40,7 @@ where
         let geometry = Geometry::for_region(memory.len())?;
         let region = Region::create(memory, geometry)?;
         region.set_state(Role::Guest, SideState::Ready);
-        Service::new(region).run(thread::yield_now)
+        Service::new(region).run(|_| thread::yield_now())
     })
 }
 
@@ -635,16 +635,24 @@ fn cli_reports_a_missing_file() {
 #[test]
 fn cli_refuses_a_base_outside_the_device_tree() {
     let tree = tempfile::tempdir().expect("tempdir");
-    let node = tree.path().join("sram@7f000000");
-    std::fs::create_dir(&node).expect("node");
-    std::fs::write(node.join("compatible"), b"mmio-sram\0").expect("compatible");
-    let reg: Vec<u8> = [0u32, 0x7f00_0000, 0, 0x100_0000]
-        .iter()
-        .flat_map(|cell| cell.to_be_bytes())
-        .collect();
-    std::fs::write(node.join("reg"), reg).expect("reg");
-    std::fs::write(tree.path().join("#address-cells"), 2u32.to_be_bytes()).expect("cells");
-    std::fs::write(tree.path().join("#size-cells"), 2u32.to_be_bytes()).expect("cells");
+    let blob = {
+        let mut writer = vm_fdt::FdtWriter::new().expect("writer");
+        let root = writer.begin_node("").expect("root");
+        writer.property_u32("#address-cells", 2).expect("cells");
+        writer.property_u32("#size-cells", 2).expect("cells");
+        let node = writer.begin_node("sram@7f000000").expect("node");
+        writer
+            .property_string("compatible", "mmio-sram")
+            .expect("compatible");
+        writer
+            .property_array_u32("reg", &[0, 0x7f00_0000, 0, 0x100_0000])
+            .expect("reg");
+        writer.end_node(node).expect("end");
+        writer.end_node(root).expect("end");
+        writer.finish().expect("blob")
+    };
+    let fdt = tree.path().join("fdt");
+    std::fs::write(&fdt, blob).expect("blob file");
     let cli = Cli::try_parse_from([
         "sramlink-peer",
         "--base",
@@ -652,7 +660,7 @@ fn cli_refuses_a_base_outside_the_device_tree() {
         "--size",
         "0x1000000",
         "--device-tree",
-        tree.path().to_str().expect("utf-8 path"),
+        fdt.to_str().expect("utf-8 path"),
         "ping",
     ])
     .expect("valid command line");
@@ -703,5 +711,5 @@ fn cli_refuses_a_base_without_a_device_tree() {
         error.message.contains(absent.to_str().expect("utf-8 path")),
         "{error}"
     );
-    assert!(error.message.contains("--device-tree DIR"), "{error}");
+    assert!(error.message.contains("--device-tree FILE"), "{error}");
 }

@@ -36,9 +36,10 @@ pub struct SessionEvent {
 /// either calls [`Idle::sleep`]; it disarms when it wakes or finds work. After every pass that
 /// published something it calls [`Idle::notify`] if the peer's waiting word is armed.
 pub trait Idle {
-    /// A pass found nothing to do: pause briefly and return `false`, or return `true` to
-    /// sleep until notified (only when the guest can be notified).
-    fn pause(&mut self) -> bool;
+    /// A pass found nothing to do (`progressed`: a message was sent or handled since the
+    /// previous call): pause briefly and return `false`, or return `true` to sleep until
+    /// notified (only when the guest can be notified).
+    fn pause(&mut self, progressed: bool) -> bool;
     /// Sleeps until a notification (or any other wake-up: spurious ones are harmless).
     /// Called armed, after a re-check pass found nothing.
     fn sleep(&mut self);
@@ -49,9 +50,9 @@ pub trait Idle {
 /// An [`Idle`] that never sleeps or notifies: it calls its closure on every idle pass.
 struct Polling<F>(F);
 
-impl<F: FnMut()> Idle for Polling<F> {
-    fn pause(&mut self) -> bool {
-        (self.0)();
+impl<F: FnMut(bool)> Idle for Polling<F> {
+    fn pause(&mut self, progressed: bool) -> bool {
+        (self.0)(progressed);
         false
     }
 
@@ -197,7 +198,9 @@ impl<M: SharedMemory + Clone> Service<M> {
     /// then sets the guest's state to Stopped and returns the counters (the snapshot sent in
     /// the Stats reply, which does not count that reply).
     ///
-    /// `idle` is called whenever a pass found nothing to do (e.g. a `wfe`-based backoff).
+    /// `idle` is called whenever a pass found nothing to do (e.g. a `wfe`-based backoff), told
+    /// whether any message was sent or handled since its previous call (or since the start),
+    /// so that a backoff can start its spin phase over.
     /// Invalid shared-memory values (indices, record headers, state words, session words) end
     /// it with `Err`, after publishing whatever ring is still healthy and storing Stopped
     /// (ABI §5.4), so the peer sees why instead of timing out.
@@ -205,14 +208,14 @@ impl<M: SharedMemory + Clone> Service<M> {
     /// It never waits for the peer without watching the peer's state word: if the peer sets
     /// Stopped while the Stats reply waits for room in a full ring, the reply is dropped and
     /// `run` returns the counters as after a normal stop.
-    pub fn run(&mut self, idle: impl FnMut()) -> Result<Stats, Error> {
+    pub fn run(&mut self, idle: impl FnMut(bool)) -> Result<Stats, Error> {
         self.run_with(idle, |_| {})
     }
 
     /// [`Service::run`], calling `on_session` whenever a peer starts a new session.
     pub fn run_with(
         &mut self,
-        idle: impl FnMut(),
+        idle: impl FnMut(bool),
         on_session: impl FnMut(&SessionEvent),
     ) -> Result<Stats, Error> {
         self.run_notified(&mut Polling(idle), on_session)
@@ -245,6 +248,7 @@ impl<M: SharedMemory + Clone> Service<M> {
         idle: &mut impl Idle,
         on_session: &mut impl FnMut(&SessionEvent),
     ) -> Result<Stats, Error> {
+        let mut progressed = false;
         loop {
             self.beat();
             if let Some(event) = self.switch_session()? {
@@ -293,11 +297,13 @@ impl<M: SharedMemory + Clone> Service<M> {
                     idle.sleep();
                     self.region.disarm(Role::Guest);
                     self.armed = false;
-                } else if idle.pause() {
+                } else if idle.pause(core::mem::take(&mut progressed)) {
                     // The next pass is the re-check.
                     self.region.arm(Role::Guest);
                     self.armed = true;
                 }
+            } else {
+                progressed = true;
             }
         }
     }
@@ -365,6 +371,8 @@ impl<M: SharedMemory + Clone> Service<M> {
     /// session is over and its Stats belong to nobody. Offline and Ready keep waiting.
     fn send_stats(&mut self, stats: Stats, idle: &mut impl Idle) -> Result<bool, Error> {
         let seq = 0;
+        // The Stop just handled is progress; waiting for room is not.
+        let mut progressed = true;
         loop {
             match proto::send_message(&mut self.producer, Op::Stats, seq, &stats.encode()) {
                 Ok(()) => return Ok(true),
@@ -377,7 +385,7 @@ impl<M: SharedMemory + Clone> Service<M> {
                     }
                     self.beat();
                     // Waits for room by polling: the Stats reply is the last message.
-                    let _ = idle.pause();
+                    let _ = idle.pause(core::mem::take(&mut progressed));
                 }
                 Err(SendError::Protocol(error)) => return Err(error),
                 Err(SendError::TooLarge { len, max }) => {

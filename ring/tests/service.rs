@@ -50,7 +50,7 @@ struct Peer {
 
 fn start(ring_bytes: usize) -> Peer {
     let (guest, peer) = linked_pair(ring_bytes);
-    let guest = thread::spawn(move || Service::new(guest).run(thread::yield_now));
+    let guest = thread::spawn(move || Service::new(guest).run(|_| thread::yield_now()));
     let (producer, consumer) = peer.endpoints(Role::Peer);
     Peer {
         region: peer,
@@ -300,7 +300,7 @@ fn idle_hook_runs_when_there_is_nothing_to_do() {
     let idles = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&idles);
     let guest = thread::spawn(move || {
-        Service::new(guest).run(|| {
+        Service::new(guest).run(|_| {
             counter.fetch_add(1, Ordering::Relaxed);
             thread::yield_now();
         })
@@ -495,7 +495,7 @@ struct SleepyGuest {
 }
 
 impl sramlink_ring::service::Idle for SleepyGuest {
-    fn pause(&mut self) -> bool {
+    fn pause(&mut self, _progressed: bool) -> bool {
         self.polls += 1;
         if self.polls < 4 {
             thread::yield_now();
@@ -580,4 +580,42 @@ fn notified_service_sleeps_and_loses_no_wake_up() {
     // pass already sees the request.
     assert!(sleeps >= 500, "the guest slept only {sleeps} times");
     assert_eq!((guest_lost, peer_lost), (0, 0), "wake-ups lost");
+}
+
+#[test]
+fn idle_hook_is_told_whether_work_was_done_since_its_last_call() {
+    use std::sync::{Arc, Mutex};
+
+    let (guest, peer) = linked_pair(256);
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&calls);
+    let guest = thread::spawn(move || {
+        Service::new(guest).run(|progressed| {
+            record.lock().unwrap().push(progressed);
+            thread::yield_now();
+        })
+    });
+    let (mut producer, _consumer) = peer.endpoints(Role::Peer);
+    let before = wait_for("a first idle call", || {
+        let calls = calls.lock().unwrap();
+        (!calls.is_empty()).then_some(calls.len())
+    });
+    let mut payload = vec![0u8; 16];
+    proto::fill_payload(0, &mut payload);
+    proto::send_message(&mut producer, Op::EchoRequest, 0, &payload).expect("room");
+    // The echo is served, then the service idles again: once with `true`, then `false`.
+    wait_for("idle calls after the echo", || {
+        let calls = calls.lock().unwrap();
+        calls[before..]
+            .iter()
+            .position(|&progressed| progressed)
+            .and_then(|first| (calls.len() > before + first + 1).then_some(()))
+    });
+    peer.set_state(Role::Peer, SideState::Stopped);
+    let stats = join(guest).expect("clean stop");
+    assert_eq!((stats.received, stats.sent), (1, 1));
+    let calls = calls.lock().unwrap();
+    // Nothing happened before the request; exactly one call follows the work.
+    assert!(calls[..before].iter().all(|&progressed| !progressed));
+    assert_eq!(calls.iter().filter(|&&progressed| progressed).count(), 1);
 }

@@ -110,7 +110,10 @@ fn check_run(run: &Map<String, Value>) -> Result<()> {
     );
     if mode == "idle" {
         // An idle window exchanges nothing; anything crossing would be an error.
-        let (sent, received) = (counter(run, "messages_sent"), counter(run, "messages_received"));
+        let (sent, received) = (
+            counter(run, "messages_sent"),
+            counter(run, "messages_received"),
+        );
         if sent != 0 || received != 0 {
             bail!("{what} exchanged {sent}/{received} messages in an idle window");
         }
@@ -361,7 +364,10 @@ pub fn add_guest_idle_comparison(main: &Path, other: &Path) -> Result<()> {
     };
     if let (Some(a), Some(b)) = (idle_cpu(waiting), idle_cpu(busy)) {
         comparison.insert(
-            format!("idle_qemu_cpu_seconds_{}", policy(waiting).replace('-', "_")),
+            format!(
+                "idle_qemu_cpu_seconds_{}",
+                policy(waiting).replace('-', "_")
+            ),
             json!(a),
         );
         comparison.insert("idle_qemu_cpu_seconds_busy_poll".into(), json!(b));

@@ -1,7 +1,8 @@
 //! GIC driver (GICv3 with the system-register CPU interface, GICv2 memory-mapped) for one PPI
 //! on the boot CPU, and the IRQ dispatch `exception.rs` calls.
 //!
-//! The frames come from the device tree ([`sramlink::devicetree::Gic`]), never from constants;
+//! The frames come from the device tree ([`sramlink::devicetree::GicFrames`]), never from
+//! constants;
 //! `kernel_init` maps them Device-nGnRE. Interrupts are masked in PSTATE everywhere except in
 //! [`super::cpu::wait_for_interrupt`], so the handler never races normal code.
 
@@ -12,7 +13,7 @@ use aarch64_cpu::registers::{MPIDR_EL1, Readable};
 use spin::Once;
 use tock_registers::interfaces::{ReadWriteable, Writeable};
 
-use sramlink::devicetree::{Gic as GicNode, GicVersion};
+use sramlink::devicetree::{GicFrames, PhysRange};
 use sramlink::gic::{
     CpuInterface, Distributor, GICC_CTLR, GICD_CTLR, GICR_WAKER, PRIORITY_MASK_ALL,
     RedistributorControl, RedistributorSgi, SGI_FRAME_OFFSET, bit_position, intid, is_spurious,
@@ -99,19 +100,22 @@ fn settle(what: &'static str, mut busy: impl FnMut() -> bool) -> Result<(), GicE
 ///
 /// # Safety
 ///
-/// Called once; `node`'s distributor and second frame (GICv2 CPU interface, GICv3
-/// redistributor region) are mapped Device-nGnRE for the kernel's life.
-pub unsafe fn init(node: &GicNode, intid: u32, handler: fn()) -> Result<(), GicError> {
+/// Called once; `frames` (distributor, and GICv2 CPU interface or GICv3 redistributor region)
+/// are mapped Device-nGnRE for the kernel's life.
+pub unsafe fn init(frames: &GicFrames, intid: u32, handler: fn()) -> Result<(), GicError> {
     if !(16..32).contains(&intid) {
         return Err(GicError::NotPpi(intid));
     }
-    // SAFETY: this function's contract.
-    let distributor: &'static Distributor = unsafe { registers(node.distributor.start()) };
     let (bit_index, bit) = bit_position(intid);
-    let interface = match node.version {
-        GicVersion::V2 => {
+    let interface = match *frames {
+        GicFrames::V2 {
+            distributor,
+            cpu_interface,
+        } => {
             // SAFETY: this function's contract.
-            let cpu: &'static CpuInterface = unsafe { registers(node.second.start()) };
+            let distributor: &'static Distributor = unsafe { registers(distributor.start()) };
+            // SAFETY: this function's contract.
+            let cpu: &'static CpuInterface = unsafe { registers(cpu_interface.start()) };
             // Banked per-CPU registers for SGIs/PPIs; Xen's vGICv2 has group 0 only (signalled
             // as IRQ: no security extensions, FIQ bypass off).
             distributor.ipriorityr[intid as usize].set(sramlink::gic::UPCALL_PRIORITY);
@@ -125,8 +129,13 @@ pub unsafe fn init(node: &GicNode, intid: u32, handler: fn()) -> Result<(), GicE
                 .modify(GICC_CTLR::ENABLE_GRP0::SET + GICC_CTLR::ENABLE_GRP1::SET);
             Interface::V2(cpu)
         }
-        GicVersion::V3 => {
-            let sgi = find_redistributor(node)?;
+        GicFrames::V3 {
+            distributor,
+            redistributors,
+        } => {
+            // SAFETY: this function's contract.
+            let distributor: &'static Distributor = unsafe { registers(distributor.start()) };
+            let sgi = find_redistributor(redistributors)?;
             distributor
                 .ctlr
                 .modify(GICD_CTLR::ARE::SET + GICD_CTLR::ENABLE_GRP1::SET);
@@ -165,9 +174,8 @@ pub unsafe fn init(node: &GicNode, intid: u32, handler: fn()) -> Result<(), GicE
 }
 
 /// This CPU's redistributor SGI frame, found by affinity in the device tree's region, awake.
-fn find_redistributor(node: &GicNode) -> Result<&'static RedistributorSgi, GicError> {
+fn find_redistributor(region: PhysRange) -> Result<&'static RedistributorSgi, GicError> {
     let affinity = redistributor_affinity(MPIDR_EL1.get());
-    let region = node.second;
     let mut offset = 0;
     while offset + sramlink::gic::REDISTRIBUTOR_FRAMES <= region.size() {
         let base = region.start() + offset;
