@@ -332,7 +332,9 @@ impl Liveness {
             return Ok(());
         }
         let heartbeat = region.heartbeat(Role::Guest);
-        if heartbeat != self.guest_last {
+        // A guest asleep under the hold-off (ABI §4.6) does not beat until notified: asleep,
+        // not dead.
+        if heartbeat != self.guest_last || region.is_waiting(Role::Guest) {
             self.guest_last = heartbeat;
             self.guest_moved = Instant::now();
         } else if self.guest_moved.elapsed() >= self.window {

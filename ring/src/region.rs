@@ -386,6 +386,31 @@ impl<M: SharedMemory + Clone> Region<M> {
         // Barrier: the magic load before the loads of the header it publishes (pairs with the
         // creator's store barrier before the magic). ISH: the creator is a PE in our domain.
         memory.fence(Fence::Acquire);
+        // The generation word as it is now (whatever a 1.0 creator left there: it never
+        // changes under a 1.0 header), for the re-check after the reads.
+        let generation_word = memory.load_u32(OFF_GENERATION);
+        let result = Self::read_header(memory.clone(), generation_word);
+        // Barrier: the header loads before the re-check loads below (a seqlock read: the
+        // creator stores magic 0 and the new generation, a store barrier, the header, a store
+        // barrier, the magic). Load→load; ISH: the creator is a PE in our domain. A header
+        // re-created under us is "not there yet" (retry), never a mix or a spurious error.
+        memory.fence(Fence::Acquire);
+        let magic_again = memory.load_u64(OFF_MAGIC);
+        if magic_again != MAGIC {
+            return Err(Error::BadMagic { found: magic_again });
+        }
+        let found = memory.load_u32(OFF_GENERATION);
+        if found != generation_word {
+            return Err(Error::Restarted {
+                attached: generation_word,
+                found: Some(found),
+            });
+        }
+        result
+    }
+
+    /// The header reads and checks of [`Region::attach`], after the magic and its barrier.
+    fn read_header(memory: M, generation_word: u32) -> Result<Self, Error> {
         let version = memory.load_u32(OFF_VERSION_MAJOR);
         let (major, minor) = (version as u16, (version >> 16) as u16);
         if major != VERSION_MAJOR {
@@ -451,24 +476,7 @@ impl<M: SharedMemory + Clone> Region<M> {
         let flags = memory.load_u32(OFF_FLAGS);
         // The 1.1 lines exist when the creator says 1.1 or later and its header holds them.
         let sessions = minor >= 1 && header_bytes >= HEADER_BYTES;
-        let generation = sessions.then(|| memory.load_u32(OFF_GENERATION));
-        // Barrier: the header loads above before the re-check loads below (a seqlock read:
-        // the creator stores magic 0 and the new generation, a store barrier, the header, a
-        // store barrier, the magic). Load→load; ISH: the creator is a PE in our domain.
-        memory.fence(Fence::Acquire);
-        let magic_again = memory.load_u64(OFF_MAGIC);
-        if magic_again != MAGIC {
-            return Err(Error::BadMagic { found: magic_again });
-        }
-        if let Some(attached) = generation {
-            let found = memory.load_u32(OFF_GENERATION);
-            if found != attached {
-                return Err(Error::Restarted {
-                    attached,
-                    found: Some(found),
-                });
-            }
-        }
+        let generation = sessions.then_some(generation_word);
         Ok(Region {
             memory,
             geometry,

@@ -262,6 +262,11 @@ impl<M: SharedMemory + Clone> Region<M> {
         self.memory().fence(Fence::Full);
     }
 
+    /// Whether `role` has armed its waiting word (it sleeps, or is about to, until notified).
+    pub fn is_waiting(&self, role: Role) -> bool {
+        self.info().sessions() && self.memory().load_u32(waiting_offset(role)) == 1
+    }
+
     /// Clears `role`'s waiting word (it polls again).
     pub fn disarm(&self, role: Role) {
         self.memory().store_u32(waiting_offset(role), 0);

@@ -619,3 +619,132 @@ fn idle_hook_is_told_whether_work_was_done_since_its_last_call() {
     assert!(calls[..before].iter().all(|&progressed| !progressed));
     assert_eq!(calls.iter().filter(|&&progressed| progressed).count(), 1);
 }
+
+/// Starts a new session on `peer` (ABI §5.7): its endpoints are replaced by the session's.
+fn new_session(peer: &mut Peer) -> sramlink_ring::SessionStart {
+    let pending = peer.region.request_session().expect("request");
+    let (start, producer, consumer) = wait_for("the session acknowledgement", || {
+        peer.region
+            .session_started(pending)
+            .expect("acknowledgement")
+    });
+    peer.producer = producer;
+    peer.consumer = consumer;
+    start
+}
+
+/// A peer dies with requests unanswered, replies unread and a long stream in flight; the next
+/// peer's session sees none of it, and its own messages exactly once, in order.
+#[test]
+fn a_new_session_sees_nothing_of_the_old_one() {
+    let mut peer = start(4096);
+    // The "killed" peer: a stream far larger than the ring, echo requests, nothing read.
+    peer.send(
+        Op::StreamRequest,
+        0,
+        &StreamRequest {
+            count: 1_000_000,
+            size: 100,
+        }
+        .encode(),
+    );
+    for seq in 0..5 {
+        peer.send_pattern(Op::EchoRequest, seq, 32);
+    }
+    // Let the guest fill ring 0 with stream data for the dead peer.
+    wait_for("ring 0 to fill up", || {
+        let used = peer
+            .region
+            .memory()
+            .load_u32(layout::producer_index_offset(0))
+            .wrapping_sub(
+                peer.region
+                    .memory()
+                    .load_u32(layout::consumer_index_offset(0)),
+            );
+        (used > 4096 - 256).then_some(())
+    });
+    for attempt in 0..3 {
+        let start = new_session(&mut peer);
+        assert_eq!(start.session, attempt + 1);
+        for seq in 0..20 {
+            peer.send_pattern(Op::EchoRequest, seq, 40);
+            let (header, payload) = peer.recv();
+            check_pattern_message(&header, &payload, Op::EchoReply, seq, 40);
+        }
+        assert!(peer.try_recv().is_none(), "nothing else arrives");
+    }
+    let (reported, returned) = peer.stop();
+    assert_eq!(reported, returned);
+    assert_eq!(
+        (reported.lost, reported.corrupted, reported.protocol_errors),
+        (0, 0, 0),
+        "{reported:?}"
+    );
+}
+
+/// A guest that re-creates the region is noticed by a peer that attached to the old header.
+#[test]
+fn a_restarted_guest_is_noticed() {
+    let (guest, peer) = linked_pair(64);
+    assert_eq!(peer.check_generation(), Ok(()));
+    let old = guest.info().generation.expect("1.1 header");
+    let again = Region::create(guest.memory().clone(), *guest.geometry()).unwrap();
+    let new = again.info().generation.expect("1.1 header");
+    assert_ne!(old, new);
+    assert_eq!(
+        peer.check_generation(),
+        Err(Error::Restarted {
+            attached: old,
+            found: Some(new)
+        })
+    );
+    // A request for the old generation is ignored by the new guest.
+    let pending = peer.request_session().unwrap();
+    assert!(again.pending_session(0).is_none());
+    assert!(matches!(peer.session_started(pending), Ok(None)));
+}
+
+/// The creator's mapping is recorded and a different one refused (ABI §1.1).
+#[test]
+fn memory_attributes_must_match() {
+    let geometry = small_geometry(64);
+    let memory = common::heap_memory(geometry.region_bytes);
+    let creation = sramlink_ring::Creation {
+        cacheable: true,
+        seed: 7,
+    };
+    let guest = Region::create_with(memory.clone(), geometry, creation).unwrap();
+    assert_eq!(guest.info().generation, Some(7));
+    let peer = Region::attach(memory).unwrap();
+    assert!(peer.info().creator_cacheable());
+    assert_eq!(peer.check_attributes(true), Ok(()));
+    let error = peer.check_attributes(false).unwrap_err();
+    assert!(
+        error.to_string().contains("Normal write-back cacheable"),
+        "{error}"
+    );
+}
+
+/// A fatal ring error: the guest publishes the healthy ring and stores Stopped (ABI §5.4).
+#[test]
+fn a_fatal_error_publishes_the_healthy_ring_then_stops() {
+    let mut peer = start(4096);
+    peer.send_pattern(Op::EchoRequest, 0, 16);
+    let (header, _) = peer.recv();
+    assert_eq!(header.op(), Some(Op::EchoReply));
+    // A producer index on ring 1 that claims more than the ring holds.
+    peer.region
+        .memory()
+        .store_u32(layout::producer_index_offset(1), 0x7777_7778);
+    let result = join(peer.guest);
+    assert!(matches!(result, Err(Error::BadIndex { .. })), "{result:?}");
+    assert_eq!(peer.region.state(Role::Guest), Ok(SideState::Stopped));
+    // The reply's bytes were published on ring 0 before Stopped.
+    assert_eq!(
+        peer.region
+            .memory()
+            .load_u32(layout::producer_index_offset(0)),
+        8 + 24 + 16
+    );
+}
