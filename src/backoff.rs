@@ -68,12 +68,22 @@ pub enum Pause {
 pub struct Backoff {
     policy: IdlePolicy,
     streak: u32,
+    spin_passes: u32,
 }
 
 impl Backoff {
     /// A backoff following `policy`.
     pub fn new(policy: IdlePolicy) -> Self {
-        Backoff { policy, streak: 0 }
+        Self::with_spin_passes(policy, SPIN_PASSES)
+    }
+
+    /// A backoff that spins `spin_passes` idle passes (instead of [`SPIN_PASSES`]) first.
+    pub fn with_spin_passes(policy: IdlePolicy, spin_passes: u32) -> Self {
+        Backoff {
+            policy,
+            streak: 0,
+            spin_passes,
+        }
     }
 
     /// Called on entering an idle pass, `progressed` when work was done since the previous
@@ -85,7 +95,7 @@ impl Backoff {
         if progressed {
             self.streak = 0;
         }
-        if self.streak < SPIN_PASSES {
+        if self.streak < self.spin_passes {
             self.streak += 1;
             Pause::Spin
         } else if self.policy == IdlePolicy::Irq {
@@ -123,6 +133,16 @@ mod tests {
         assert_eq!(backoff.pause(false), Pause::WaitForInterrupt);
         // Work starts the spin phase over.
         assert_eq!(backoff.pause(true), Pause::Spin);
+    }
+
+    #[test]
+    fn the_spin_phase_length_is_configurable() {
+        let mut backoff = Backoff::with_spin_passes(IdlePolicy::Irq, 2);
+        assert_eq!(backoff.pause(false), Pause::Spin);
+        assert_eq!(backoff.pause(false), Pause::Spin);
+        assert_eq!(backoff.pause(false), Pause::WaitForInterrupt);
+        let mut at_once = Backoff::with_spin_passes(IdlePolicy::Wfe, 0);
+        assert_eq!(at_once.pause(true), Pause::WaitForEvent);
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Platform {
     pub region: Result<RegionNode, DtError>,
     /// The idle policy `/chosen/bootargs` selects, or why its option cannot be followed.
     pub idle: Result<IdlePolicy, BootArgsError>,
+    /// The spin phase's length in idle passes (`sramlink.spin=`), or why it cannot be used.
+    pub spin_passes: Result<u32, BootArgsError>,
     /// The first enabled GIC, or what is wrong with it.
     pub gic: Option<Result<InterruptController, DtError>>,
     /// Xen's `/hypervisor` node, or what is wrong with it.
@@ -54,6 +56,7 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, UnusableTree> {
     let platform = sramlink_devicetree::discover(dtb)?;
     Ok(Platform {
         idle: bootargs::idle_policy(platform.bootargs),
+        spin_passes: bootargs::spin_passes(platform.bootargs, crate::backoff::SPIN_PASSES),
         memory: platform.memory,
         reserved: platform.reserved,
         console: platform.console,

@@ -457,7 +457,15 @@ fn kernel_main(boot: BootInfo) -> ! {
         }
         (policy, _) => policy,
     };
-    println!("sramlink: idle policy: {}", idle_policy.name());
+    let spin_passes = boot
+        .platform
+        .spin_passes
+        .clone()
+        .unwrap_or_else(|error| fatal(&error));
+    println!(
+        "sramlink: idle policy: {} (spins {spin_passes} idle passes first)",
+        idle_policy.name()
+    );
     // SAFETY: `map_guest` identity-mapped the region read/write (Device-nGnRE, or Normal WB when
     // cacheable; both take aligned 32/64-bit accesses) for the kernel's life, and no other code
     // of the guest touches it.
@@ -507,7 +515,7 @@ fn kernel_main(boot: BootInfo) -> ! {
 
     let started = timer::counter();
     let mut idle = GuestIdle {
-        backoff: Backoff::new(idle_policy),
+        backoff: Backoff::with_spin_passes(idle_policy, spin_passes),
         events,
         notify_failures: 0,
     };
