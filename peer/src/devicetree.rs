@@ -534,8 +534,8 @@ mod tests {
         let mut previous_was_begin = false;
         while at < start + size {
             let length = match word(&blob, at) {
-                1 => 4 + (blob[at + 4..].iter().position(|b| *b == 0).unwrap() + 1 + 3) / 4 * 4,
-                3 => 12 + (word(&blob, at + 4) as usize + 3) / 4 * 4,
+                1 => 4 + (blob[at + 4..].iter().position(|b| *b == 0).unwrap() + 1).div_ceil(4) * 4,
+                3 => 12 + (word(&blob, at + 4) as usize).div_ceil(4) * 4,
                 _ => 4,
             };
             let token = word(&blob, at);
