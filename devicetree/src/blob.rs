@@ -786,6 +786,95 @@ pub fn check_dtb_at(blob: &[u8], address: u64) -> Result<&[u8], DtError> {
     Ok(blob)
 }
 
+/// Removes every `FDT_NOP` token from a blob's structure block, in place: the other tokens
+/// move up, `FDT_END` follows the last of them and the freed bytes after it are zeroed (the
+/// header is unchanged; bytes after `FDT_END` are ignored). Returns how many were removed.
+///
+/// `FDT_NOP` means nothing (the Devicetree Specification lets a reader skip it anywhere), but
+/// `fdt` 0.1.5 mishandles it outside the places [`check_blocks`] accepts, and Linux leaves one
+/// where it is not accepted: it overwrites `/chosen/rng-seed` (and on arm64 `kaslr-seed`) with
+/// NOPs in the blob it then publishes at `/sys/firmware/fdt`. A reader that owns a writable
+/// copy of the blob calls this before [`check_dtb`]. A blob whose header or tokens cannot be
+/// walked is left untouched, for [`check_dtb`] to say precisely what is wrong with it.
+pub fn strip_nops(blob: &mut [u8]) -> usize {
+    let Some(header) = blob.first_chunk::<FDT_HEADER_SIZE>() else {
+        return 0;
+    };
+    let header = Header::parse(header);
+    if header.magic != FDT_MAGIC || header.check().is_err() {
+        return 0;
+    }
+    let (start, end) = (
+        header.off_dt_struct as usize,
+        header.off_dt_struct as usize + header.size_dt_struct as usize,
+    );
+    if end > blob.len() {
+        return 0;
+    }
+    // Pass 1, read only: the token boundaries are sound and there is something to remove.
+    match nop_count(&blob[start..end]) {
+        Some(0) | None => return 0,
+        Some(_) => {}
+    }
+    // Pass 2: move every other token up over the NOPs.
+    let block = &mut blob[start..end];
+    let (mut read, mut write, mut removed) = (0, 0, 0);
+    while let Some((token, length)) = token_at(block, read) {
+        if token == FDT_NOP {
+            removed += 1;
+        } else {
+            block.copy_within(read..read + length, write);
+            write += length;
+        }
+        read += length;
+        if token == FDT_END {
+            break;
+        }
+    }
+    block[write..].fill(0);
+    removed
+}
+
+/// How many `FDT_NOP` tokens a structure block holds before its `FDT_END`, or `None` when its
+/// tokens cannot be walked to an `FDT_END`.
+fn nop_count(block: &[u8]) -> Option<usize> {
+    let (mut at, mut nops) = (0, 0);
+    loop {
+        let (token, length) = token_at(block, at)?;
+        match token {
+            FDT_NOP => nops += 1,
+            FDT_END => return Some(nops),
+            _ => {}
+        }
+        at += length;
+    }
+}
+
+/// The token at `at` of a structure block and its length in bytes (name or value and padding
+/// included), or `None` when it is unknown or runs past the block.
+fn token_at(block: &[u8], at: usize) -> Option<(u32, usize)> {
+    let word = |offset: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(
+            block.get(offset..offset.checked_add(4)?)?.try_into().ok()?,
+        ))
+    };
+    let token = word(at)?;
+    let length = match token {
+        FDT_BEGIN_NODE => {
+            let name = block.get(at + 4..)?;
+            let name_length = name.iter().position(|byte| *byte == 0)? + 1;
+            4 + name_length.next_multiple_of(4)
+        }
+        FDT_PROP => {
+            let value_length = word(at + 4)? as usize;
+            12usize.checked_add(value_length.checked_next_multiple_of(4)?)?
+        }
+        FDT_END_NODE | FDT_NOP | FDT_END => 4,
+        _ => return None,
+    };
+    (at.checked_add(length)? <= block.len()).then_some((token, length))
+}
+
 #[cfg(test)]
 mod tests {
     use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -1160,5 +1249,61 @@ mod tests {
             ),
             "{message}"
         );
+    }
+
+    #[test]
+    fn nops_between_properties_are_stripped_as_linux_leaves_them() {
+        // /chosen as Linux publishes it: rng-seed (12 + 8 bytes) overwritten with 5 NOPs
+        // between two properties.
+        let mut writer = FdtWriter::new();
+        writer.begin("").cells("#address-cells", &[1]);
+        writer
+            .begin("chosen")
+            .string("bootargs", "x")
+            .cells("rng-seed", &[1, 2]);
+        writer.string("stdout-path", "/pl011").end().end();
+        let mut blob = writer.finish();
+        // small_tree's layout: /chosen's bootargs ends at 0x6c; rng-seed is 0x6c..0x80.
+        for nop in blob[0x6c..0x80].chunks_exact_mut(4) {
+            nop.copy_from_slice(&FDT_NOP.to_be_bytes());
+        }
+        let message = check(&blob).unwrap_err();
+        assert!(message.contains("FDT_PROP after an FDT_NOP"), "{message}");
+        let length = blob.len();
+        assert_eq!(strip_nops(&mut blob), 5);
+        assert_eq!(blob.len(), length);
+        assert_eq!(check(&blob), Ok(()));
+        // Nothing else is lost: both remaining properties are read.
+        let fdt = fdt::Fdt::new(&blob).unwrap();
+        let chosen = fdt.find_node("/chosen").unwrap();
+        assert_eq!(chosen.property("bootargs").unwrap().as_str(), Some("x"));
+        assert_eq!(
+            chosen.property("stdout-path").unwrap().as_str(),
+            Some("/pl011")
+        );
+        assert!(chosen.property("rng-seed").is_none());
+        // A second pass finds nothing; a blob without NOPs is left as it is.
+        assert_eq!(strip_nops(&mut blob), 0);
+        let mut plain = small_tree();
+        assert_eq!(strip_nops(&mut plain), 0);
+        assert_eq!(plain, small_tree());
+    }
+
+    #[test]
+    fn unwalkable_blobs_are_left_for_the_check_to_report() {
+        for damage in [
+            |blob: &mut Vec<u8>| set_word(blob, 0x5c, 7), // unknown token
+            |blob: &mut Vec<u8>| set_word(blob, 0x60, 0x100), // value past the block
+            |blob: &mut Vec<u8>| blob[0] = 0xde,          // magic
+            |blob: &mut Vec<u8>| set_header(blob, SIZE_DT_STRUCT, 0x3c), // no FDT_END
+        ] {
+            let mut blob = small_tree();
+            insert_nop(&mut blob, 0x5c);
+            damage(&mut blob);
+            let before = blob.clone();
+            assert_eq!(strip_nops(&mut blob), 0);
+            assert_eq!(blob, before);
+        }
+        assert_eq!(strip_nops(&mut []), 0);
     }
 }

@@ -31,6 +31,7 @@ mod testing;
 
 pub use blob::{
     FDT_HEADER_SIZE, FDT_MAGIC, LayoutError, MAX_DTB_SIZE, check_dtb, check_dtb_at, dtb_total_size,
+    strip_nops,
 };
 pub use cells::{Cells, decode_reg};
 pub use discovery::{

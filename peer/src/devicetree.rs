@@ -20,7 +20,11 @@
 //! `/proc/device-tree` (the live tree as files) is not read: every node and property the peer
 //! needs is in the blob, whose nodes the kernel only ever adds to at run time through
 //! overlays, and a region added that way would be one Xen never mapped into the guest. The
-//! blob also needs no directory walk, and it is what the host tests can build exactly.
+//! one case the blob cannot serve is a kernel that does not publish it: without sysfs, or
+//! when the blob changed after the kernel checked it at boot (it then logs "not creating
+//! '/sys/firmware/fdt': CRC check failed"). There `dtc -I fs -O dtb -o fdt.dtb
+//! /proc/device-tree` makes the blob from the live tree, and `--device-tree fdt.dtb` reads it
+//! (the error message says so), rather than this program keeping a second reader.
 
 use std::fmt;
 use std::fs;
@@ -29,6 +33,7 @@ use std::path::Path;
 
 use sramlink_devicetree::{
     DeviceTree, DtError, MAX_REGION_CANDIDATES, MMIO_SRAM, RegionCandidate, check_dtb_at,
+    strip_nops,
 };
 
 pub use sramlink_devicetree::PhysRange;
@@ -80,27 +85,27 @@ impl DeviceTreeRegions {
             Ok(blob) => blob,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 return Err(PeerError::region(format!(
-                    "no device tree at {}: pass --device-tree FILE naming a device-tree blob, or \
-                     map a file with --file PATH --offset N --size N",
+                    "no device tree at {}: pass --device-tree FILE naming a device-tree blob \
+                     (a kernel that does not publish /sys/firmware/fdt still has \
+                     /proc/device-tree: `dtc -I fs -O dtb -o fdt.dtb /proc/device-tree` makes \
+                     one), or map a file with --file PATH --offset N --size N",
                     path.display()
                 )));
             }
             Err(error) => return Err(read_error(path, &error)),
         };
-        Self::from_blob(&blob).map_err(|error| {
+        Self::from_blob(blob).map_err(|error| {
             PeerError::region(format!("device tree {}: {}", path.display(), error.message))
         })
     }
 
     /// Interprets a device tree blob.
-    pub fn from_blob(blob: &[u8]) -> Result<Self, PeerError> {
-        // Linux's /sys/firmware/fdt under Xen has FDT_NOPs between properties (Xen deletes
-        // properties from dom0's tree in place), which the checker refuses because the `fdt`
-        // crate would lose a node's children after one; a copy without them reads the same.
-        let normalized = without_nops(blob);
-        let blob = normalized.as_deref().unwrap_or(blob);
+    pub fn from_blob(mut blob: Vec<u8>) -> Result<Self, PeerError> {
+        // Linux overwrites /chosen/rng-seed (and kaslr-seed) with FDT_NOPs in the blob it
+        // publishes; they mean nothing, and the parser mishandles them between properties.
+        strip_nops(&mut blob);
         // The blob's address in this process means nothing: offsets are from its start.
-        let blob = check_dtb_at(blob, 0).map_err(dt_error)?;
+        let blob = check_dtb_at(&blob, 0).map_err(dt_error)?;
         let tree = DeviceTree::read_checked(blob).map_err(dt_error)?;
         // RAM nodes are the guest's business; a reserved-memory entry or a depth the walk
         // cannot follow would leave this list incomplete.
@@ -300,72 +305,6 @@ fn list(nodes: &[NodeRange]) -> String {
         .join(", ")
 }
 
-/// A copy of `blob` with every `FDT_NOP` token removed from its structure block (offsets and
-/// sizes in the header adjusted), or `None` when it has none or its layout is not the usual
-/// header, reservation map, structure block, strings block (then the checker judges it as is).
-fn without_nops(blob: &[u8]) -> Option<Vec<u8>> {
-    const BEGIN_NODE: u32 = 1;
-    const END_NODE: u32 = 2;
-    const PROP: u32 = 3;
-    const NOP: u32 = 4;
-    const END: u32 = 9;
-    let word = |offset: usize| -> Option<u32> {
-        Some(u32::from_be_bytes(
-            blob.get(offset..offset.checked_add(4)?)?.try_into().ok()?,
-        ))
-    };
-    let pad = |length: usize| length.checked_add(3).map(|n| n & !3);
-    let (struct_offset, strings_offset) = (word(8)? as usize, word(12)? as usize);
-    let (reservations, strings_size, struct_size) =
-        (word(16)? as usize, word(32)? as usize, word(36)? as usize);
-    let struct_end = struct_offset.checked_add(struct_size)?;
-    let strings_end = strings_offset.checked_add(strings_size)?;
-    if !(reservations <= struct_offset && struct_end <= strings_offset && strings_end <= blob.len())
-    {
-        return None;
-    }
-    let mut tokens = Vec::with_capacity(struct_size);
-    let mut at = struct_offset;
-    let mut removed = false;
-    while at < struct_end {
-        let token = word(at)?;
-        let length = match token {
-            BEGIN_NODE => {
-                let name = blob.get(at + 4..struct_end)?;
-                4 + pad(name.iter().position(|byte| *byte == 0)? + 1)?
-            }
-            PROP => 12 + pad(word(at + 4)? as usize)?,
-            END_NODE | NOP | END => 4,
-            _ => return None,
-        };
-        let next = at.checked_add(length).filter(|next| *next <= struct_end)?;
-        if token == NOP {
-            removed = true;
-        } else {
-            tokens.extend_from_slice(&blob[at..next]);
-        }
-        at = next;
-        if token == END {
-            break;
-        }
-    }
-    if !removed {
-        return None;
-    }
-    let mut copy = blob[..struct_offset].to_vec();
-    copy.extend_from_slice(&tokens);
-    let new_strings = copy.len();
-    copy.extend_from_slice(&blob[strings_offset..strings_end]);
-    let set = |copy: &mut Vec<u8>, index: usize, value: usize| {
-        copy[index * 4..index * 4 + 4].copy_from_slice(&(value as u32).to_be_bytes());
-    };
-    let total = copy.len();
-    set(&mut copy, 1, total);
-    set(&mut copy, 3, new_strings);
-    set(&mut copy, 9, tokens.len());
-    Some(copy)
-}
-
 fn read_error(path: &Path, error: &io::Error) -> PeerError {
     let hint = if error.kind() == io::ErrorKind::IsADirectory {
         " (--device-tree takes a blob such as /sys/firmware/fdt, not a /proc/device-tree \
@@ -516,45 +455,6 @@ mod tests {
         assert_eq!(regions.reserved.len(), 1);
         assert_eq!(regions.reserved[0].path, "/reserved-memory/shm@7f000000");
         assert_eq!(regions.reserved[0].range, REGION);
-    }
-
-    /// Xen leaves FDT_NOPs between dom0's properties: the region is found all the same.
-    #[test]
-    fn nops_between_properties_are_read_through() {
-        let tree = qemu_tree();
-        tree.property("/chosen", "bootargs", b"console=hvc0\0");
-        tree.property("/chosen", "linux,initrd-start", &[0; 4]);
-        let mut blob = fs::read(tree.path()).expect("blob");
-        let word =
-            |blob: &[u8], at: usize| u32::from_be_bytes(blob[at..at + 4].try_into().unwrap());
-        // Turn the first property of every node into NOPs (a deleted property), in place.
-        let (start, size) = (word(&blob, 8) as usize, word(&blob, 36) as usize);
-        let mut at = start;
-        let mut nopped = 0;
-        let mut previous_was_begin = false;
-        while at < start + size {
-            let length = match word(&blob, at) {
-                1 => 4 + (blob[at + 4..].iter().position(|b| *b == 0).unwrap() + 1).div_ceil(4) * 4,
-                3 => 12 + (word(&blob, at + 4) as usize).div_ceil(4) * 4,
-                _ => 4,
-            };
-            let token = word(&blob, at);
-            if token == 3 && previous_was_begin {
-                for nop in (at..at + length).step_by(4) {
-                    blob[nop..nop + 4].copy_from_slice(&4u32.to_be_bytes());
-                }
-                nopped += 1;
-            }
-            previous_was_begin = token == 1;
-            at += length;
-        }
-        assert!(nopped >= 3, "{nopped} properties turned into NOPs");
-        assert!(without_nops(&blob).expect("a copy").len() < blob.len());
-        let regions = DeviceTreeRegions::from_blob(&blob).expect("read through the NOPs");
-        assert_eq!(regions.reserved.len(), 1);
-        assert_eq!(regions.reserved[0].range, REGION);
-        // Without NOPs there is nothing to copy.
-        assert!(without_nops(&fs::read(tree.path()).unwrap()).is_none());
     }
 
     #[test]
@@ -895,5 +795,29 @@ mod tests {
             error.message.contains("5 enabled and 0 disabled"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_property_linux_turned_into_nops_does_not_hide_the_region() {
+        // What dom0's /sys/firmware/fdt held under Xen: /chosen/rng-seed overwritten with
+        // FDT_NOPs between two properties, which the layout check alone refuses.
+        let tree = qemu_tree();
+        tree.property("/chosen", "bootargs", b"console=hvc0\0");
+        tree.property("/chosen", "rng-seed", &[7; 8]);
+        tree.property("/chosen", "stdout-path", b"/pl011@9000000\0");
+        let mut blob = fs::read(tree.path()).expect("blob");
+        // Properties are written in name order: bootargs, rng-seed, stdout-path.
+        let seed = blob
+            .windows(8)
+            .position(|window| window == [7; 8])
+            .expect("rng-seed value")
+            - 12;
+        for word in blob[seed..seed + 20].chunks_exact_mut(4) {
+            word.copy_from_slice(&4u32.to_be_bytes());
+        }
+        let path = tree.dir.path().join("nopped");
+        fs::write(&path, &blob).expect("write");
+        let regions = DeviceTreeRegions::scan(&path).expect("NOPs are skipped");
+        assert_eq!(regions.discover().expect("region").range, REGION);
     }
 }
