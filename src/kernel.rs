@@ -397,15 +397,15 @@ fn kernel_main(boot: BootInfo) -> ! {
     let stats = Service::new(ring)
         .run_with(
             || {
-            match backoff.pause(timer::counter()) {
-                Pause::Spin => {
-                    for _ in 0..SPIN_LOOP_ITERATIONS {
-                        core::hint::spin_loop();
+                match backoff.pause(timer::counter()) {
+                    Pause::Spin => {
+                        for _ in 0..SPIN_LOOP_ITERATIONS {
+                            core::hint::spin_loop();
+                        }
                     }
+                    Pause::WaitForEvent => cpu::wait_for_event(),
                 }
-                Pause::WaitForEvent => cpu::wait_for_event(),
-            }
-            backoff.resumed(timer::counter());
+                backoff.resumed(timer::counter());
             },
             print_session,
         )

@@ -335,7 +335,13 @@ mod tests {
             Err(crate::error::ErrorKind::Usage)
         );
         let offset_with_base = parse(&[
-            "--base", "0x7f000000", "--offset", "0x1000", "--size", "0x1000", "ping",
+            "--base",
+            "0x7f000000",
+            "--offset",
+            "0x1000",
+            "--size",
+            "0x1000",
+            "ping",
         ]);
         if let Ok(cli) = offset_with_base {
             assert_eq!(

@@ -86,7 +86,10 @@ where
 }
 
 /// Attaches as the peer to a region whose "guest" only acknowledges the session.
-fn attach_to_passive_guest(region: &Region<HeapMemory>, memory: HeapMemory) -> Attached<HeapMemory> {
+fn attach_to_passive_guest(
+    region: &Region<HeapMemory>,
+    memory: HeapMemory,
+) -> Attached<HeapMemory> {
     let acknowledger = acknowledge_first_session(region.clone());
     let attached = session::attach(memory, &attach_options(TIMEOUT)).expect("attach");
     acknowledger.join().expect("acknowledging guest");

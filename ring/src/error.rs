@@ -183,7 +183,10 @@ impl fmt::Display for Error {
                 field,
                 value,
                 reason,
-            } => write!(f, "protocol error: session word {field} = {value:#x}: {reason}"),
+            } => write!(
+                f,
+                "protocol error: session word {field} = {value:#x}: {reason}"
+            ),
             Error::BadRecord {
                 ring,
                 offset,

@@ -59,6 +59,8 @@ pub mod session;
 
 pub use error::{Error, RecvError, SendError};
 pub use memory::{AtomicMemory, Fence, SharedMemory, VolatileMemory};
-pub use region::{Creation, Direction, Geometry, HeaderInfo, Region, RingGeometry, Role, SideState};
-pub use session::{PendingSession, SessionRequest, SessionStart};
+pub use region::{
+    Creation, Direction, Geometry, HeaderInfo, Region, RingGeometry, Role, SideState,
+};
 pub use ring::{Consumer, Producer, ReadSlot, WriteSlot};
+pub use session::{PendingSession, SessionRequest, SessionStart};

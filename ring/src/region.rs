@@ -312,7 +312,9 @@ impl<M: SharedMemory + Clone> Region<M> {
         // it loom's `recreating_over_an_old_header` attaches a torn header (checked by removing
         // it). Store→store only; ISH because the peer is a PE in our inner-shareable domain.
         memory.fence(Fence::StoreStore);
-        let mut offset = OFF_MAGIC + 8;
+        // Line 0 after the magic is written field by field below (each word once); zero the
+        // rest: states, indices, lines 6 and 7 and every reserved word.
+        let mut offset = OFF_GUEST_STATE;
         while offset < HEADER_BYTES {
             if offset == OFF_GENERATION {
                 // Generation already written; the heartbeat shares its u64.
@@ -341,9 +343,10 @@ impl<M: SharedMemory + Clone> Region<M> {
                 descriptor + layout::OFF_DESC_DATA_OFFSET,
                 ring.data_offset as u64,
             );
-            memory.store_u32(
+            // `data_bytes` and the descriptor's reserved word (0) in one u64.
+            memory.store_u64(
                 descriptor + layout::OFF_DESC_DATA_BYTES,
-                ring.data_bytes as u32,
+                ring.data_bytes as u64,
             );
             // A zero record header at the start of each ring, for readable hex dumps only.
             memory.store_u64(ring.data_offset, u64::from(KIND_MESSAGE));

@@ -106,7 +106,10 @@ impl<M: SharedMemory + Clone> Service<M> {
         };
         self.producer.publish();
         self.consumer.publish();
-        let released = self.region.memory().load_u32(crate::layout::consumer_index_offset(1));
+        let released = self
+            .region
+            .memory()
+            .load_u32(crate::layout::consumer_index_offset(1));
         let (start, producer, consumer) = self.region.acknowledge_session(request)?;
         let event = SessionEvent {
             start,

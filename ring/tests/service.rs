@@ -461,7 +461,9 @@ fn verify_pattern_payload_uses_the_header_it_is_given() {
 fn new_session(peer: &mut Peer) -> sramlink_ring::SessionStart {
     let pending = peer.region.request_session().expect("request");
     let (start, producer, consumer) = wait_for("the session acknowledgement", || {
-        peer.region.session_started(pending).expect("acknowledgement")
+        peer.region
+            .session_started(pending)
+            .expect("acknowledgement")
     });
     peer.producer = producer;
     peer.consumer = consumer;
@@ -492,7 +494,11 @@ fn a_new_session_sees_nothing_of_the_old_one() {
             .region
             .memory()
             .load_u32(layout::producer_index_offset(0))
-            .wrapping_sub(peer.region.memory().load_u32(layout::consumer_index_offset(0)));
+            .wrapping_sub(
+                peer.region
+                    .memory()
+                    .load_u32(layout::consumer_index_offset(0)),
+            );
         (used > 4096 - 256).then_some(())
     });
     for attempt in 0..3 {
