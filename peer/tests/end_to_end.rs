@@ -271,9 +271,7 @@ fn version_mismatch_names_both_versions() {
     region.set_state(Role::Guest, SideState::Ready);
     // version_major (u16) and version_minor (u16) share the word at offset 8.
     memory.store_u32(8, 7 | (3 << 16));
-    let error = session::attach(memory, &attach_options(TIMEOUT))
-        .err()
-        .expect("version 7");
+    let error = session::attach(memory, &attach_options(TIMEOUT)).expect_err("version 7");
     assert_eq!(error.kind, ErrorKind::Attach);
     assert!(error.message.contains("region has 7.3"), "{error}");
     assert!(error.message.contains("this side speaks 1."), "{error}");
