@@ -377,7 +377,9 @@ pub fn run<M: SharedMemory + Clone>(
         if options.stop_guest {
             session.stop_guest()
         } else {
-            Ok(())
+            // Detaching: the next session skips whatever the guest has not read yet (ABI
+            // §5.4 item 1), so wait until it has read everything we sent.
+            session.wait_until_consumed()
         }
     });
     session.fill(report);
@@ -921,6 +923,31 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
                     .data_in_total
                     .saturating_sub(self.data_in.expected()),
             );
+        }
+    }
+
+    /// Waits (bounded by the timeout, watching the guest) until the guest has released
+    /// everything we published on ring 1.
+    fn wait_until_consumed(&mut self) -> Result<(), PeerError> {
+        self.producer.publish();
+        let memory = self.region.memory();
+        let ours = memory.load_u32(sramlink_ring::layout::producer_index_offset(1));
+        let mut backoff = Backoff::new(self.options.policy);
+        let start = Instant::now();
+        loop {
+            self.liveness.beat(self.region);
+            if memory.load_u32(sramlink_ring::layout::consumer_index_offset(1)) == ours {
+                return Ok(());
+            }
+            self.check_guest_alive()?;
+            if start.elapsed() >= self.options.timeout {
+                return Err(PeerError::timeout(format!(
+                    "timed out after {:.1} s waiting for the guest to read the last of our \
+                     messages before detaching",
+                    self.options.timeout.as_secs_f64()
+                )));
+            }
+            backoff.idle();
         }
     }
 

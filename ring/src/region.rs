@@ -312,7 +312,9 @@ impl<M: SharedMemory + Clone> Region<M> {
         // it loom's `recreating_over_an_old_header` attaches a torn header (checked by removing
         // it). Store→store only; ISH because the peer is a PE in our inner-shareable domain.
         memory.fence(Fence::StoreStore);
-        let mut offset = OFF_MAGIC + 8;
+        // Line 0 after the magic is written field by field below (each word once); zero the
+        // rest: states, indices, lines 6 and 7 and every reserved word.
+        let mut offset = OFF_GUEST_STATE;
         while offset < HEADER_BYTES {
             if offset == OFF_GENERATION {
                 // Generation already written; the heartbeat shares its u64.
@@ -341,17 +343,19 @@ impl<M: SharedMemory + Clone> Region<M> {
                 descriptor + layout::OFF_DESC_DATA_OFFSET,
                 ring.data_offset as u64,
             );
-            memory.store_u32(
+            // `data_bytes` and the descriptor's reserved word (0) in one u64.
+            memory.store_u64(
                 descriptor + layout::OFF_DESC_DATA_BYTES,
-                ring.data_bytes as u32,
+                ring.data_bytes as u64,
             );
             // A zero record header at the start of each ring, for readable hex dumps only.
             memory.store_u64(ring.data_offset, u64::from(KIND_MESSAGE));
         }
         // Barrier: every header store above before the magic store below, so whoever sees the
         // magic sees the whole header (the attacher pairs this with an acquire barrier).
-        // Without it loom's `attach_sees_a_complete_header` attaches a half-written header
-        // (checked by removing it). Store→store only; ISH: the peer is a PE in our domain.
+        // Store→store only; ISH: the peer is a PE in our domain. Note: loom's
+        // `attach_sees_a_complete_header` was seen to pass with this barrier removed, so it is
+        // justified by the ordering argument, not yet by a failing model.
         memory.fence(Fence::StoreStore);
         memory.store_u64(OFF_MAGIC, MAGIC);
         let info = HeaderInfo {
@@ -571,7 +575,9 @@ impl<M: SharedMemory + Clone> Region<M> {
     pub fn set_state(&self, role: Role, state: SideState) {
         // Barrier: all earlier loads and stores (header, indices, payload) before the state
         // store, so a side that sees Ready/Stopped sees what came before it. ISH: the other
-        // side is a PE in our inner-shareable domain.
+        // side is a PE in our inner-shareable domain. Without it loom's
+        // `stopped_comes_after_the_last_reply` sees Stopped before the last reply (checked by
+        // removing it).
         self.memory.fence(Fence::Full);
         self.memory.store_u32(state_offset(role), state as u32);
     }
@@ -580,7 +586,9 @@ impl<M: SharedMemory + Clone> Region<M> {
     pub fn state(&self, role: Role) -> Result<SideState, Error> {
         let value = self.memory.load_u32(state_offset(role));
         // Barrier: the state load before the loads that follow (e.g. the final indices after
-        // seeing Stopped). ISH: the other side is a PE in our inner-shareable domain.
+        // seeing Stopped). ISH: the other side is a PE in our inner-shareable domain. Without
+        // it loom's `stopped_comes_after_the_last_reply` misses the last reply (checked by
+        // removing it).
         self.memory.fence(Fence::Acquire);
         SideState::from_word(value).ok_or(Error::BadState { role, value })
     }
@@ -596,15 +604,26 @@ impl<M: SharedMemory + Clone> Region<M> {
             Role::Guest => (Direction::GuestToPeer, Direction::PeerToGuest),
             Role::Peer => (Direction::PeerToGuest, Direction::GuestToPeer),
         };
+        let outgoing = RingLayout::new(outgoing, self.geometry.ring(outgoing));
+        let incoming = RingLayout::new(incoming, self.geometry.ring(incoming));
+        let positions = |ring: &RingLayout| {
+            (
+                self.memory.load_u32(ring.producer_index()),
+                self.memory.load_u32(ring.consumer_index()),
+            )
+        };
+        let (out_producer, out_consumer) = positions(&outgoing);
+        let (in_producer, in_consumer) = positions(&incoming);
+        // Barrier: the four index loads before our stores into the space the outgoing ring's
+        // consumer released and before our loads of the records the incoming ring's producer
+        // published (one barrier serves both rings). ISH: the other side is a PE in our domain.
+        // Without it loom's `producer_attach_waits_for_released_space` (a store racing the
+        // consumer's last read) and `consumer_attach_races_a_live_producer` (a record load
+        // racing its store) fail (checked by removing it).
+        self.memory.fence(Fence::Acquire);
         (
-            Producer::new(
-                self.memory.clone(),
-                RingLayout::new(outgoing, self.geometry.ring(outgoing)),
-            ),
-            Consumer::new(
-                self.memory.clone(),
-                RingLayout::new(incoming, self.geometry.ring(incoming)),
-            ),
+            Producer::starting_at(self.memory.clone(), outgoing, out_producer, out_consumer),
+            Consumer::starting_at(self.memory.clone(), incoming, in_producer, in_consumer),
         )
     }
 }

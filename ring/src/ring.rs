@@ -42,6 +42,16 @@ impl RingLayout {
         }
     }
 
+    /// Region offset of the shared producer index.
+    pub(crate) fn producer_index(&self) -> usize {
+        self.producer_index
+    }
+
+    /// Region offset of the shared consumer index.
+    pub(crate) fn consumer_index(&self) -> usize {
+        self.consumer_index
+    }
+
     fn bad_index(&self, which: &'static str, value: u32, previous: u32) -> Error {
         Error::BadIndex {
             ring: self.direction,
@@ -94,21 +104,10 @@ pub struct Producer<M> {
 }
 
 impl<M: SharedMemory> Producer<M> {
-    pub(crate) fn new(memory: M, ring: RingLayout) -> Self {
-        let producer = memory.load_u32(ring.producer_index);
-        let consumer = memory.load_u32(ring.consumer_index);
-        // Barrier: the consumer-index load before our later stores into the space it frees.
-        // ISH: the consumer is a PE in our inner-shareable domain. Without it, loom's
-        // `producer_attach_waits_for_released_space` reports our first record store racing the
-        // consumer's last read of that space (checked by removing it).
-        memory.fence(Fence::Acquire);
-        Self::starting_at(memory, ring, producer, consumer)
-    }
-
     /// A producer that starts at `producer` (its head, already published) and takes the
-    /// consumer to be at `consumer`, without loading either index: for a session start, where
-    /// both positions come from the handshake (`docs/ABI.md` §5.7). The caller orders its
-    /// own loads of the consumer's position before our first store (an acquire barrier).
+    /// consumer to be at `consumer`, without loading either index: the caller loaded them (or,
+    /// at a session start, took them from the handshake, `docs/ABI.md` §5.7) and ordered those
+    /// loads before our first store with an acquire barrier.
     pub(crate) fn starting_at(memory: M, ring: RingLayout, producer: u32, consumer: u32) -> Self {
         let fault = check_start(&ring, End::Producer, producer, consumer);
         Producer {
@@ -356,20 +355,10 @@ pub struct Consumer<M> {
 }
 
 impl<M: SharedMemory> Consumer<M> {
-    pub(crate) fn new(memory: M, ring: RingLayout) -> Self {
-        let producer = memory.load_u32(ring.producer_index);
-        let consumer = memory.load_u32(ring.consumer_index);
-        // Barrier: the producer-index load before our loads of the records it covers.
-        // ISH: the producer is a PE in our inner-shareable domain. Without it, loom's
-        // `consumer_attach_races_a_live_producer` reports our first record load racing the
-        // producer's store of it (checked by removing it).
-        memory.fence(Fence::Acquire);
-        Self::starting_at(memory, ring, producer, consumer)
-    }
-
     /// A consumer that starts at `consumer` (its tail, already published) with the producer
-    /// known to be at `producer`, without loading either index (see [`Producer::starting_at`]).
-    /// With `producer == consumer` its first read loads and acquires the producer index itself.
+    /// known to be at `producer`, without loading either index (see [`Producer::starting_at`]:
+    /// the caller's acquire barrier orders its index loads before our record loads). With
+    /// `producer == consumer` its first read loads and acquires the producer index itself.
     pub(crate) fn starting_at(memory: M, ring: RingLayout, producer: u32, consumer: u32) -> Self {
         let fault = check_start(&ring, End::Consumer, producer, consumer);
         Consumer {
