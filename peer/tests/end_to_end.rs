@@ -515,11 +515,13 @@ fn each_message_header_is_read_once() {
     let rewritten = Arc::clone(&hostile.rewritten);
     let peer_region = session::attach(hostile, &attach_options(TIMEOUT)).expect("attach");
     // The session has started: the message below is the session's first.
-    let (mut producer, _) = session.join().expect("session");
+    let (mut producer, mut consumer) = session.join().expect("session");
     let mut slot = producer.reserve(HEADER_LEN + 16).expect("room");
     assert!(proto::write_pattern_message(&mut slot, Op::Data, 0, 16));
     slot.commit();
     producer.publish();
+    // The guest reads the StreamRequest, so the detaching peer finds ring 1 consumed.
+    let reader = thread::spawn(move || guest_receive(&mut consumer));
     let mut report = Report::default();
     session::run(
         peer_region,
@@ -534,6 +536,10 @@ fn each_message_header_is_read_once() {
         &mut report,
     )
     .expect("one intact message");
+    assert_eq!(
+        reader.join().expect("guest reader"),
+        Some(Op::StreamRequest)
+    );
     assert!(
         rewritten.load(Ordering::SeqCst),
         "the seq was never rewritten"
