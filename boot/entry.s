@@ -70,7 +70,7 @@ _start:
     eret
 
 .L_at_el1:
-    msr     daifset, #0xf               // no interrupts: the kernel polls
+    msr     daifset, #0xf               // masked; IRQs are taken only in cpu::wait_for_interrupt
     ldr     x1, ={SCTLR_EL1_VALUE}      // known state: MMU, caches, alignment checks off
     msr     sctlr_el1, x1
     ldr     x1, ={CPACR_EL1_VALUE}      // FPEN: FP/SIMD at EL1 (compiled Rust uses them)

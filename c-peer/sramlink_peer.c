@@ -1,9 +1,11 @@
 /*
- * sramlink_peer.c - a clean-room sramlink peer written from docs/ABI.md (version 1.0) alone.
+ * sramlink_peer.c - a clean-room sramlink peer written from docs/ABI.md alone (1.0, then
+ * brought to 1.1 from the document's 1.1 sections: sessions 5.7, liveness 5.8/5.9, flags 1.1).
  *
  * Usage: sramlink_peer FILE OFFSET SIZE COUNT
  *
- * Maps FILE (MAP_SHARED) at OFFSET for SIZE bytes, attaches as the peer (ABI.md section 5),
+ * Maps FILE (MAP_SHARED) at OFFSET for SIZE bytes, attaches as the peer (ABI.md section 5) and,
+ * with a 1.1 guest, starts a session (5.7),
  * makes COUNT ping round trips (EchoRequest / EchoReply, 64 payload bytes, seq from 0,
  * section 7), sends Stop, waits for the guest's Stats and prints one summary line.
  *
@@ -70,6 +72,22 @@
 #define OFF_RING1_PRODUCER 0x100u
 #define OFF_RING1_CONSUMER 0x140u
 #define HEADER_MIN 0x180u
+/* 1.1 (2.1): flags bit 0, lines 6 (guest) and 7 (peer) */
+#define OFF_FLAGS 0x01cu
+#define FLAG_CACHEABLE 1u
+#define HEADER_1_1 0x200u
+#define OFF_GENERATION 0x180u
+#define OFF_GUEST_HEARTBEAT 0x184u
+#define OFF_SESSION_ACK 0x188u
+#define OFF_SESSION_RING0_START 0x18cu
+#define OFF_EVENT_PORT 0x190u
+#define OFF_GUEST_WAITING 0x194u
+#define OFF_SESSION_REQUEST 0x1c0u
+#define OFF_SESSION_GENERATION 0x1c4u
+#define OFF_SESSION_RING1_START 0x1c8u
+#define OFF_PEER_HEARTBEAT 0x1ccu
+#define LIVENESS_SECONDS 2.0  /* guest heartbeat standing still this long: dead (5.8) */
+#define TAKEOVER_SECONDS 0.25 /* previous peer's heartbeat watched this long (5.7) */
 
 #define STATE_OFFLINE 0u
 #define STATE_READY 1u
@@ -93,15 +111,16 @@
 #define WAIT_SECONDS 30.0
 
 static const char *g_prog = "c-peer";
-static bool g_attached; /* peer_state has been set Ready */
+static bool g_attached;  /* peer_state has been set Ready */
+static bool g_restarted; /* the guest re-created the header: store nothing (5.9) */
 static void set_peer_state(uint32_t s);
 
 /* Report a failed check and exit 1. Once attached, first set peer_state Stopped: this side will
- * not touch the rings again (section 5). */
+ * not touch the rings again (section 5) - unless the header is a new guest's (5.9). */
 static _Noreturn void die(const char *fmt, ...)
 {
     va_list ap;
-    if (g_attached) {
+    if (g_attached && !g_restarted) {
         g_attached = false;
         set_peer_state(2u);
     }
@@ -117,6 +136,7 @@ static _Noreturn void die(const char *fmt, ...)
 /* Shared-memory access: aligned 32/64-bit volatile loads and stores only (section 1)          */
 /* ------------------------------------------------------------------------------------------ */
 
+static const char *g_path = ""; /* the mapped file (FILE) */
 static volatile uint8_t *g_base; /* the mapped region */
 static uint64_t g_mapped;        /* bytes mapped */
 
@@ -159,9 +179,23 @@ static void waiter_init(struct waiter *w, double seconds)
     w->spins = 0;
 }
 
+/* 1.1 liveness (5.8, 5.9): our heartbeat, and what we know of the guest's. */
+static bool g_sessions;          /* the header has the 1.1 lines */
+static uint32_t g_generation;    /* the generation we attached to */
+static uint32_t g_beat;          /* our heartbeat value */
+static uint32_t g_guest_beat;    /* the guest's heartbeat when last seen moving */
+static double g_guest_moved;     /* when it last moved */
+
+static void beat(void)
+{
+    if (g_sessions)
+        store32(OFF_PEER_HEARTBEAT, ++g_beat);
+}
+
 /* One idle step: spin a little, then sleep. Returns false once the deadline has passed. */
 static bool waiter_idle(struct waiter *w)
 {
+    beat();
     if (w->spins < 2000) {
         w->spins++;
 #if defined(__aarch64__)
@@ -416,6 +450,32 @@ static void set_peer_state(uint32_t s)
     store32(OFF_PEER_STATE, s);
 }
 
+/* 1.1: the header is still the one we attached to (5.9), and the guest's heartbeat moved
+ * within LIVENESS_SECONDS unless it sleeps armed (5.8, 4.6). Called on idle steps. */
+static void check_guest_alive(const char *what)
+{
+    if (!g_sessions)
+        return;
+    uint64_t m = load64(OFF_MAGIC);
+    uint32_t g = load32(OFF_GENERATION);
+    BARRIER_ACQUIRE();
+    if (m != MAGIC || g != g_generation) {
+        g_restarted = true;
+        die("the guest re-created the region (generation 0x%" PRIx32 " -> 0x%" PRIx32
+            ", magic %s) while waiting for %s: it restarted; nothing stored (5.9)",
+            g_generation, g, m == MAGIC ? "valid" : "cleared", what);
+    }
+    uint32_t hb = load32(OFF_GUEST_HEARTBEAT);
+    if (hb != g_guest_beat || load32(OFF_GUEST_WAITING) == 1u) {
+        g_guest_beat = hb;
+        g_guest_moved = now_s();
+    } else if (now_s() - g_guest_moved >= LIVENESS_SECONDS) {
+        die("the guest's heartbeat has not moved for %.1f s while waiting for %s: the guest is "
+            "not running (5.8)",
+            LIVENESS_SECONDS, what);
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Attach (section 5) with header validation (sections 2.1, 2.2, 4.3)                           */
 /* ------------------------------------------------------------------------------------------ */
@@ -438,12 +498,77 @@ static void validate_ring(int i, uint64_t data_offset, uint32_t data_bytes, uint
             i, data_offset, data_bytes, region_bytes);
 }
 
+/* 5.7: start a session. Ring 1 starts where the previous peer's last publish left it, ring 0
+ * where the guest's acknowledgement says; nothing older is ever read. */
+static void attach_session(struct consumer *rx, struct producer *tx)
+{
+    struct waiter w;
+    g_guest_beat = load32(OFF_GUEST_HEARTBEAT);
+    g_guest_moved = now_s();
+    g_beat = load32(OFF_PEER_HEARTBEAT);
+    /* peer_state Ready: a previous peer was killed, or still runs. Watch its heartbeat. */
+    if (load32(OFF_PEER_STATE) == STATE_READY) {
+        uint32_t first = load32(OFF_PEER_HEARTBEAT);
+        double until = now_s() + TAKEOVER_SECONDS;
+        while (now_s() < until) {
+            if (load32(OFF_PEER_HEARTBEAT) != first)
+                die("another peer is attached and alive (peer_state Ready, its heartbeat "
+                    "moves): two peers on one ring would corrupt it (5.7)");
+            check_guest_alive("the previous peer's heartbeat");
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        g_beat = load32(OFF_PEER_HEARTBEAT);
+    }
+    uint32_t previous = load32(OFF_SESSION_REQUEST);
+    uint32_t acked = load32(OFF_SESSION_ACK);
+    uint32_t session = previous + 1u;
+    while (session == 0u || session == acked)
+        session++;
+    uint32_t p1 = load32(OFF_RING1_PRODUCER); /* our own index (the previous peer's last) */
+    if (p1 % 8u)
+        die("ring 1 producer index 0x%" PRIx32 " is not a multiple of 8 (4.3)", p1);
+    store32(OFF_SESSION_GENERATION, g_generation);
+    store32(OFF_SESSION_RING1_START, p1);
+    BARRIER_FULL();
+    store32(OFF_SESSION_REQUEST, session);
+    set_peer_state(STATE_READY);
+    g_attached = true;
+
+    waiter_init(&w, WAIT_SECONDS);
+    while (load32(OFF_SESSION_ACK) != session) {
+        if (read_guest_state() != STATE_READY)
+            die("guest_state left Ready while waiting for the session acknowledgement (5.7)");
+        check_guest_alive("the session acknowledgement");
+        if (!waiter_idle(&w))
+            die("timed out after %.0f s waiting for the guest to acknowledge session %" PRIu32
+                " (5.7)",
+                WAIT_SECONDS, session);
+    }
+    BARRIER_ACQUIRE();
+    uint32_t g0 = load32(OFF_SESSION_RING0_START);
+    uint32_t p0 = load32(OFF_RING0_PRODUCER);
+    BARRIER_ACQUIRE();
+    if (g0 % 8u || (uint32_t)(p0 - g0) > rx->g.size)
+        die("session_ring0_start 0x%" PRIx32 " is not a record boundary within the guest's "
+            "published ring 0 (P=0x%" PRIx32 ") (5.7)",
+            g0, p0);
+    store32(OFF_RING0_CONSUMER, g0);
+    rx->tail = rx->released = rx->cached_p = g0;
+    tx->head = tx->published = tx->cached_c = p1;
+    uint32_t port = load32(OFF_EVENT_PORT);
+    if (port != 0u)
+        fprintf(stderr, "%s: the guest publishes event port %" PRIu32 "; this peer polls (4.6)\n",
+                g_prog, port);
+}
+
 static void attach(struct consumer *rx, struct producer *tx)
 {
     struct waiter w;
 
     /* 1. Poll the magic (with a timeout), then ACQUIRE. */
     waiter_init(&w, WAIT_SECONDS);
+again:
     for (;;) {
         uint64_t m = load64(OFF_MAGIC);
         if (m == MAGIC)
@@ -453,6 +578,8 @@ static void attach(struct consumer *rx, struct producer *tx)
                 WAIT_SECONDS);
     }
     BARRIER_ACQUIRE();
+    /* 5.3 step 2: the generation word now, re-checked after the header reads (seqlock). */
+    uint32_t generation = load32(OFF_GENERATION);
 
     /* 2. Validate the header, each field loaded once, and keep a local copy of the geometry. */
     uint32_t version = load32(OFF_VERSION);
@@ -471,7 +598,7 @@ static void attach(struct consumer *rx, struct producer *tx)
     uint32_t ring_count = load32(OFF_RING_COUNT);
     if (ring_count != 2u)
         die("ring_count is %" PRIu32 ", not 2 (2.1)", ring_count);
-    /* flags (0x01c) are ignored by readers (2.1). */
+    uint32_t flags = load32(OFF_FLAGS);
     uint64_t doff[2];
     uint32_t dbytes[2];
     for (int i = 0; i < 2; i++) {
@@ -488,6 +615,21 @@ static void attach(struct consumer *rx, struct producer *tx)
         die("ring data areas 0x%" PRIx64 "+0x%" PRIx32 " and 0x%" PRIx64 "+0x%" PRIx32
             " overlap (2.2)",
             doff[0], dbytes[0], doff[1], dbytes[1]);
+    /* 5.3 step 2: ACQUIRE, then magic and generation again; changed = being re-created. */
+    BARRIER_ACQUIRE();
+    if (load64(OFF_MAGIC) != MAGIC || load32(OFF_GENERATION) != generation) {
+        if (!waiter_idle(&w))
+            die("timed out after %.0f s: the header kept changing while read (5.3)",
+                WAIT_SECONDS);
+        goto again;
+    }
+    g_sessions = minor >= 1u && header_bytes >= HEADER_1_1;
+    g_generation = generation;
+    /* 1.1: flags bit 0 records the guest's mapping (1.1). /dev/mem with O_SYNC is uncached; a
+     * regular file shared with an emulated guest has no cache in between: nothing to compare. */
+    if (g_sessions && (flags & FLAG_CACHEABLE) && strncmp(g_path, "/dev/mem", 8) == 0)
+        die("memory attributes differ: the guest maps the region Normal write-back cacheable "
+            "(flags bit 0) but this peer maps /dev/mem uncached (O_SYNC) (1.1)");
 
     rx->g.data_offset = doff[0];
     rx->g.size = dbytes[0];
@@ -515,7 +657,14 @@ static void attach(struct consumer *rx, struct producer *tx)
                 WAIT_SECONDS);
     }
 
-    /* 4. Take the indices of our rings as starting positions (validated, 4.3), FULL, Ready. */
+    if (g_sessions) {
+        attach_session(rx, tx);
+        return;
+    }
+
+    /* 4. (1.0 guest) Take the indices of our rings as starting positions (4.3), FULL, Ready. */
+    fprintf(stderr, "%s: the guest speaks 1.%" PRIu32 " without sessions: a killed previous "
+            "peer's messages may reach this run (9)\n", g_prog, minor);
     uint32_t p0 = load32(OFF_RING0_PRODUCER);
     uint32_t c0 = load32(OFF_RING0_CONSUMER);
     uint32_t p1 = load32(OFF_RING1_PRODUCER);
@@ -575,6 +724,7 @@ static void send_message(struct producer *tx, uint32_t op, uint64_t seq, const u
     while (prod_reserve(tx, len) == RESERVE_FULL) {
         if (read_guest_state() == STATE_STOPPED)
             die("ring 1 is full and the guest is Stopped: it will never drain it (5)");
+        check_guest_alive("room in ring 1");
         if (!waiter_idle(&w))
             die("timed out after %.0f s waiting for room in ring 1", WAIT_SECONDS);
     }
@@ -605,6 +755,7 @@ static void recv_message(struct consumer *rx, struct decoded *d, const char *wha
                 break;
             die("guest_state became Stopped while waiting for %s", what);
         }
+        check_guest_alive(what);
         if (!waiter_idle(&w))
             die("timed out after %.0f s waiting for %s", WAIT_SECONDS, what);
     }
@@ -695,6 +846,7 @@ int main(int argc, char **argv)
     self_test();
 
     const char *file = argv[1];
+    g_path = file;
     uint64_t offset = parse_num(argv[2], "OFFSET");
     uint64_t size = parse_num(argv[3], "SIZE");
     uint64_t count = parse_num(argv[4], "COUNT");

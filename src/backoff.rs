@@ -10,6 +10,10 @@
 //!   and poll again; after that each idle pass waits for an event (`wfe`), which yields the
 //!   CPU under Xen and QEMU and sleeps until the timer's event stream on hardware, so the loop
 //!   never spins flat out forever.
+//! - [`IdlePolicy::Irq`]: the same short spin, then each idle pass sleeps in `wfi` until an
+//!   interrupt (the Xen event-channel upcall the peer raises) arrives: the vCPU is descheduled
+//!   and costs nothing while idle. Needs Xen events; without them the kernel falls back to
+//!   [`IdlePolicy::Wfe`] and says so.
 //! - [`IdlePolicy::BusyPoll`]: every idle pass only pauses briefly; the guest never waits.
 
 /// Idle passes that only spin before passes start waiting for events.
@@ -21,18 +25,21 @@ pub enum IdlePolicy {
     /// Spin for [`SPIN_PASSES`] idle passes, then wait for events (`wfe`).
     #[default]
     Wfe,
+    /// Spin for [`SPIN_PASSES`] idle passes, then sleep until an interrupt (`wfi`).
+    Irq,
     /// Never wait for events: only a short CPU-relax pause between polls.
     BusyPoll,
 }
 
 impl IdlePolicy {
     /// Every policy, in the order the accepted values are listed.
-    pub const ALL: [IdlePolicy; 2] = [IdlePolicy::Wfe, IdlePolicy::BusyPoll];
+    pub const ALL: [IdlePolicy; 3] = [IdlePolicy::Wfe, IdlePolicy::Irq, IdlePolicy::BusyPoll];
 
     /// The policy's name on the command line and in the boot log.
     pub const fn name(self) -> &'static str {
         match self {
             IdlePolicy::Wfe => "wfe",
+            IdlePolicy::Irq => "irq",
             IdlePolicy::BusyPoll => "busy-poll",
         }
     }
@@ -52,6 +59,8 @@ pub enum Pause {
     Spin,
     /// Wait for an event (`wfe`).
     WaitForEvent,
+    /// Sleep until an interrupt (`wfi`).
+    WaitForInterrupt,
 }
 
 /// Idle-pass bookkeeping: the streak of idle passes since the last work.
@@ -59,12 +68,22 @@ pub enum Pause {
 pub struct Backoff {
     policy: IdlePolicy,
     streak: u32,
+    spin_passes: u32,
 }
 
 impl Backoff {
     /// A backoff following `policy`.
     pub fn new(policy: IdlePolicy) -> Self {
-        Backoff { policy, streak: 0 }
+        Self::with_spin_passes(policy, SPIN_PASSES)
+    }
+
+    /// A backoff that spins `spin_passes` idle passes (instead of [`SPIN_PASSES`]) first.
+    pub fn with_spin_passes(policy: IdlePolicy, spin_passes: u32) -> Self {
+        Backoff {
+            policy,
+            streak: 0,
+            spin_passes,
+        }
     }
 
     /// Called on entering an idle pass, `progressed` when work was done since the previous
@@ -76,9 +95,11 @@ impl Backoff {
         if progressed {
             self.streak = 0;
         }
-        if self.streak < SPIN_PASSES {
+        if self.streak < self.spin_passes {
             self.streak += 1;
             Pause::Spin
+        } else if self.policy == IdlePolicy::Irq {
+            Pause::WaitForInterrupt
         } else {
             Pause::WaitForEvent
         }
@@ -101,6 +122,27 @@ mod tests {
             // However long a waiting pass sleeps, nothing was done: the streak goes on.
             assert_eq!(backoff.pause(false), expected, "pass {pass}");
         }
+    }
+
+    #[test]
+    fn irq_spins_first_then_sleeps_until_an_interrupt() {
+        let mut backoff = Backoff::new(IdlePolicy::Irq);
+        for _ in 0..SPIN_PASSES {
+            assert_eq!(backoff.pause(false), Pause::Spin);
+        }
+        assert_eq!(backoff.pause(false), Pause::WaitForInterrupt);
+        // Work starts the spin phase over.
+        assert_eq!(backoff.pause(true), Pause::Spin);
+    }
+
+    #[test]
+    fn the_spin_phase_length_is_configurable() {
+        let mut backoff = Backoff::with_spin_passes(IdlePolicy::Irq, 2);
+        assert_eq!(backoff.pause(false), Pause::Spin);
+        assert_eq!(backoff.pause(false), Pause::Spin);
+        assert_eq!(backoff.pause(false), Pause::WaitForInterrupt);
+        let mut at_once = Backoff::with_spin_passes(IdlePolicy::Wfe, 0);
+        assert_eq!(at_once.pause(true), Pause::WaitForEvent);
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! QEMU it is whatever the DTB's `/chosen` holds (`-append`). The words are separated by
 //! whitespace; the guest reads only its own options and ignores every other word:
 //!
-//! - `sramlink.idle=wfe` (default) or `sramlink.idle=busy-poll`: the serving loop's
+//! - `sramlink.idle=wfe` (default), `sramlink.idle=irq` or `sramlink.idle=busy-poll`: the serving loop's
 //!   [`IdlePolicy`]. Any other value is an error. When the option appears more than once, every
 //!   occurrence must be valid and the last one wins, as for Linux's `key=value` parameters.
+//! - `sramlink.spin=N`: idle passes that only spin before the policy waits (default
+//!   [`crate::backoff::SPIN_PASSES`], at most [`MAX_SPIN_PASSES`]); decimal. Same rules.
 
 use core::fmt;
 
@@ -17,9 +19,15 @@ use crate::backoff::IdlePolicy;
 /// The option that selects the idle policy.
 pub const IDLE_OPTION: &str = "sramlink.idle";
 
+/// The option that sets the spin phase's length.
+pub const SPIN_OPTION: &str = "sramlink.spin";
+
+/// Largest accepted `sramlink.spin=`.
+pub const MAX_SPIN_PASSES: u32 = 1_000_000;
+
 /// Most characters of a rejected value repeated in an error message (escaped), so that the
 /// error line stays well under the 128-byte line buffer of Xen's vpl011.
-pub const MAX_SHOWN_VALUE: usize = 24;
+pub const MAX_SHOWN_VALUE: usize = 20;
 
 /// Room for a shown value: the characters, then `...` when cut.
 type ShownValue = String<{ MAX_SHOWN_VALUE + 3 }>;
@@ -34,6 +42,11 @@ pub enum BootArgsError {
     },
     /// `sramlink.idle` without `=value`.
     MissingIdlePolicy,
+    /// `sramlink.spin=` with a value that is not a decimal number up to [`MAX_SPIN_PASSES`].
+    BadSpin {
+        /// The value, escaped and cut to [`MAX_SHOWN_VALUE`] characters.
+        value: ShownValue,
+    },
 }
 
 /// Writes the accepted idle-policy names, comma-separated.
@@ -54,6 +67,13 @@ impl fmt::Display for BootArgsError {
                 write!(f, "bootargs: {IDLE_OPTION}=\"{value}\" is unknown")?
             }
             BootArgsError::MissingIdlePolicy => write!(f, "bootargs: {IDLE_OPTION} has no value")?,
+            BootArgsError::BadSpin { value } => {
+                return write!(
+                    f,
+                    "bootargs: {SPIN_OPTION}=\"{value}\" is not a number of idle passes \
+                     (0..={MAX_SPIN_PASSES})"
+                );
+            }
         }
         f.write_str(" (accepted values: ")?;
         accepted_policies(f)?;
@@ -105,6 +125,35 @@ pub fn idle_policy(bootargs: Option<&[u8]>) -> Result<IdlePolicy, BootArgsError>
     Ok(policy)
 }
 
+/// The spin phase's length `bootargs` sets (`sramlink.spin=N`), or `default`.
+pub fn spin_passes(bootargs: Option<&[u8]>, default: u32) -> Result<u32, BootArgsError> {
+    let mut passes = default;
+    let words = bootargs
+        .unwrap_or(&[])
+        .split(|byte| byte.is_ascii_whitespace() || *byte == 0)
+        .filter(|word| !word.is_empty());
+    for word in words {
+        let Some(rest) = word.strip_prefix(SPIN_OPTION.as_bytes()) else {
+            continue;
+        };
+        let value = match rest {
+            [b'=', value @ ..] => value,
+            [] => &[],
+            // Another option that merely starts the same.
+            _ => continue,
+        };
+        passes = core::str::from_utf8(value)
+            .ok()
+            .filter(|text| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()))
+            .and_then(|text| text.parse::<u32>().ok())
+            .filter(|passes| *passes <= MAX_SPIN_PASSES)
+            .ok_or_else(|| BootArgsError::BadSpin {
+                value: shown(value),
+            })?;
+    }
+    Ok(passes)
+}
+
 #[cfg(test)]
 mod tests {
     use std::string::ToString;
@@ -131,6 +180,7 @@ mod tests {
     #[test]
     fn both_values_are_recognised() {
         assert_eq!(parse("sramlink.idle=wfe"), Ok(IdlePolicy::Wfe));
+        assert_eq!(parse("sramlink.idle=irq"), Ok(IdlePolicy::Irq));
         assert_eq!(parse("sramlink.idle=busy-poll"), Ok(IdlePolicy::BusyPoll));
         // As the property holds it: NUL-terminated.
         assert_eq!(parse("sramlink.idle=busy-poll\0"), Ok(IdlePolicy::BusyPoll));
@@ -171,7 +221,7 @@ mod tests {
         let error = parse("console=hvc0 sramlink.idle=spin").unwrap_err();
         assert_eq!(
             error.to_string(),
-            "bootargs: sramlink.idle=\"spin\" is unknown (accepted values: wfe, busy-poll)"
+            "bootargs: sramlink.idle=\"spin\" is unknown (accepted values: wfe, irq, busy-poll)"
         );
         // Values are exact: no case folding, no prefixes.
         for bad in ["WFE", "busy", "wfe,", "busy-poll2", "\"wfe\""] {
@@ -192,11 +242,11 @@ mod tests {
     fn an_empty_or_missing_value_is_an_error() {
         assert_eq!(
             parse("sramlink.idle=").unwrap_err().to_string(),
-            "bootargs: sramlink.idle=\"\" is unknown (accepted values: wfe, busy-poll)"
+            "bootargs: sramlink.idle=\"\" is unknown (accepted values: wfe, irq, busy-poll)"
         );
         assert_eq!(
             parse("quiet sramlink.idle").unwrap_err().to_string(),
-            "bootargs: sramlink.idle has no value (accepted values: wfe, busy-poll)"
+            "bootargs: sramlink.idle has no value (accepted values: wfe, irq, busy-poll)"
         );
     }
 
@@ -211,7 +261,7 @@ mod tests {
         assert_eq!(
             binary.to_string(),
             "bootargs: sramlink.idle=\"\\x01\\xff\\\"\\x1b[2J\" is unknown \
-             (accepted values: wfe, busy-poll)"
+             (accepted values: wfe, irq, busy-poll)"
         );
 
         let worst =
@@ -220,5 +270,31 @@ mod tests {
             let line = error_line(&error);
             assert!(line.len() < 120, "{} bytes: {line}", line.len());
         }
+    }
+
+    #[test]
+    fn spin_passes_are_read_checked_and_defaulted() {
+        let spin = |text: &str| spin_passes(Some(text.as_bytes()), 256);
+        assert_eq!(spin_passes(None, 256), Ok(256));
+        assert_eq!(spin("console=hvc0"), Ok(256));
+        assert_eq!(spin("sramlink.spin=0"), Ok(0));
+        assert_eq!(spin("sramlink.spin=4096 sramlink.idle=irq"), Ok(4096));
+        assert_eq!(spin("sramlink.spin=1 sramlink.spin=2"), Ok(2));
+        assert_eq!(spin("sramlink.spinner=9"), Ok(256));
+        for bad in [
+            "sramlink.spin=",
+            "sramlink.spin",
+            "sramlink.spin=-1",
+            "sramlink.spin=1e3",
+        ] {
+            assert!(
+                matches!(spin(bad), Err(BootArgsError::BadSpin { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            spin("sramlink.spin=1000001").unwrap_err().to_string(),
+            "bootargs: sramlink.spin=\"1000001\" is not a number of idle passes (0..=1000000)"
+        );
     }
 }

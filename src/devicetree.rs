@@ -11,9 +11,10 @@
 use heapless::Vec;
 
 pub use sramlink_devicetree::{
-    Cells, DtError, FDT_HEADER_SIZE, FDT_MAGIC, MAX_DTB_SIZE, MAX_MEMORY_BANKS,
-    MAX_RESERVED_RANGES, MAX_USABLE_RANGES, NodePath, PhysRange, PsciConduit, RegProblem,
-    RegionNode, Uart, UartKind, UnusableTree, check_dtb, decode_reg, dtb_total_size,
+    Cells, DtError, FDT_HEADER_SIZE, FDT_MAGIC, GicFrames, GicVersion, Hypervisor,
+    InterruptController, MAX_DTB_SIZE, MAX_MEMORY_BANKS, MAX_RESERVED_RANGES, MAX_USABLE_RANGES,
+    NodePath, PhysRange, PsciConduit, RegProblem, RegionNode, Uart, UartKind, UnusableTree,
+    XEN_DEFAULT_UPCALL_INTID, check_dtb, decode_reg, dtb_total_size,
 };
 
 use crate::backoff::IdlePolicy;
@@ -34,6 +35,12 @@ pub struct Platform {
     pub region: Result<RegionNode, DtError>,
     /// The idle policy `/chosen/bootargs` selects, or why its option cannot be followed.
     pub idle: Result<IdlePolicy, BootArgsError>,
+    /// The spin phase's length in idle passes (`sramlink.spin=`), or why it cannot be used.
+    pub spin_passes: Result<u32, BootArgsError>,
+    /// The first enabled GIC, or what is wrong with it.
+    pub gic: Option<Result<InterruptController, DtError>>,
+    /// Xen's `/hypervisor` node, or what is wrong with it.
+    pub hypervisor: Option<Result<Hypervisor, DtError>>,
 }
 
 impl Platform {
@@ -49,11 +56,14 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, UnusableTree> {
     let platform = sramlink_devicetree::discover(dtb)?;
     Ok(Platform {
         idle: bootargs::idle_policy(platform.bootargs),
+        spin_passes: bootargs::spin_passes(platform.bootargs, crate::backoff::SPIN_PASSES),
         memory: platform.memory,
         reserved: platform.reserved,
         console: platform.console,
         psci: platform.psci,
         region: platform.region,
+        gic: platform.interrupt_controller,
+        hypervisor: platform.hypervisor,
     })
 }
 
@@ -148,7 +158,7 @@ mod tests {
         assert_eq!(idle(Some("sramlink.idle=wfe")), Ok(IdlePolicy::Wfe));
         assert_eq!(
             idle(Some("sramlink.idle=sleep")).unwrap_err().to_string(),
-            "bootargs: sramlink.idle=\"sleep\" is unknown (accepted values: wfe, busy-poll)"
+            "bootargs: sramlink.idle=\"sleep\" is unknown (accepted values: wfe, irq, busy-poll)"
         );
         // A bad option does not hide the rest of the platform.
         let platform = discover(&tree_with_bootargs(Some("sramlink.idle=x"), "")).unwrap();

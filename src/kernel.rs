@@ -39,19 +39,20 @@
 use core::cell::UnsafeCell;
 use core::fmt;
 
-use sramlink::backoff::{Backoff, Pause};
+use sramlink::backoff::{Backoff, IdlePolicy, Pause};
 use sramlink::devicetree::{
-    self, DtError, FDT_HEADER_SIZE, Platform, PsciConduit, Uart, UnusableTree,
+    self, DtError, FDT_HEADER_SIZE, GicFrames, Platform, PsciConduit, Uart, UnusableTree,
 };
 use sramlink::memory_map::{self, ImageLayout, RegionMapping};
 use sramlink::paging::{PageTables, Table};
 use sramlink::shared_region::{self, RegionError, SharedRegion, Surroundings};
 use sramlink_devicetree::PhysRange;
-use sramlink_ring::service::Service;
-use sramlink_ring::{Direction, MemoryType, Region, Role, SideState, VolatileMemory};
+use sramlink_ring::service::{Idle, Service, SessionEvent};
+use sramlink_ring::{Creation, Direction, MemoryType, Region, Role, SideState, VolatileMemory};
 
 use crate::arch::{cpu, layout, mmu, psci, timer};
 use crate::console;
+use crate::events::{self, Events};
 
 /// Translation tables available: root, L2s and L3s. The bare-QEMU map needs 5 (root; L2s for
 /// the first and second GiB; L3s for the UART page and for the image's sections and guard
@@ -171,6 +172,7 @@ fn highest_mapped_end(
     layout: &ImageLayout,
     console: Option<&Uart>,
     region: Option<&RegionMapping>,
+    devices: &[PhysRange],
 ) -> u64 {
     let ram = usable
         .iter()
@@ -181,8 +183,27 @@ fn highest_mapped_end(
         region.map(|r| r.range),
     ];
     ram.chain(others.into_iter().flatten().map(|range| range.end()))
+        .chain(devices.iter().map(|range| range.end()))
         .max()
         .unwrap_or(0)
+}
+
+/// The GIC's frames, when the tree describes a usable GIC (mapped so that Xen events can use
+/// it; harmless otherwise).
+fn gic_frames(platform: &Platform) -> heapless::Vec<PhysRange, 2> {
+    match &platform.gic {
+        Some(Ok(gic)) => match gic.frames {
+            GicFrames::V2 {
+                distributor,
+                cpu_interface,
+            } => [distributor, cpu_interface].into_iter().collect(),
+            GicFrames::V3 {
+                distributor,
+                redistributors,
+            } => [distributor, redistributors].into_iter().collect(),
+        },
+        _ => heapless::Vec::new(),
+    }
 }
 
 /// First Rust code of the kernel.
@@ -239,6 +260,7 @@ pub unsafe fn kernel_init(dtb_address: u64, entry_el: u64) -> ! {
     // SAFETY: `kernel_init` runs once, so this is the only reference ever made to the pool.
     let pool = unsafe { &mut *TABLE_POOL.0.get() };
     let stop = |error: &dyn fmt::Display| -> ! { early_stop(&banner, error) };
+    let devices = gic_frames(&platform);
     let tables = PageTables::new(pool).and_then(|mut tables| {
         memory_map::map_guest(
             &mut tables,
@@ -246,6 +268,7 @@ pub unsafe fn kernel_init(dtb_address: u64, entry_el: u64) -> ! {
             &layout,
             platform.console.as_ref(),
             mapping.as_ref(),
+            &devices,
         )
         .map(|()| tables)
     });
@@ -255,6 +278,7 @@ pub unsafe fn kernel_init(dtb_address: u64, entry_el: u64) -> ! {
         &layout,
         platform.console.as_ref(),
         mapping.as_ref(),
+        &devices,
     );
 
     // SAFETY: once, at EL1, MMU off; the map covers the image (text executable), its stacks and
@@ -277,6 +301,91 @@ pub unsafe fn kernel_init(dtb_address: u64, entry_el: u64) -> ! {
         region,
         tables_used,
     })
+}
+
+/// One console line per new session, with the counters of the session it replaces (the
+/// system tests add them up and compare with the boot's totals). Short enough for Xen's
+/// 128-byte vpl011 lines.
+fn print_session(event: &SessionEvent) {
+    let stats = event.previous_stats;
+    println!(
+        "sramlink: session {} (skipped {} B); session {}: received={} sent={} corrupted={} lost={} protocol_errors={}",
+        event.start.session,
+        event.skipped_bytes,
+        event.previous,
+        stats.received,
+        stats.sent,
+        stats.corrupted,
+        stats.lost,
+        stats.protocol_errors
+    );
+}
+
+/// Detects Xen and sets up the event channel to dom0; prints what happened.
+fn start_events(platform: &Platform, entry_el: u64) -> Option<&'static Events> {
+    let (xen, evidence) = match events::detect(platform, entry_el) {
+        Ok(found) => found,
+        Err(why) => {
+            println!("sramlink: events: off ({why}): polling");
+            return None;
+        }
+    };
+    // SAFETY: once; `kernel_init` mapped the tree's GIC frames Device-nGnRE for good.
+    match unsafe { events::start(platform, xen, evidence) } {
+        Ok(events) => {
+            let (gic, distributor) = events.gic_summary();
+            println!(
+                "sramlink: events: Xen ({}), port {} for dom0, {gic} at {:#x}, upcall INTID {}",
+                events.evidence,
+                events.port,
+                distributor.start(),
+                events.upcall
+            );
+            Some(events)
+        }
+        Err(why) => {
+            println!("sramlink: events: off ({why}): polling");
+            None
+        }
+    }
+}
+
+/// The serving loop's waiting (per the idle policy) and notifying (when events work).
+struct GuestIdle {
+    backoff: Backoff,
+    events: Option<&'static Events>,
+    notify_failures: u64,
+}
+
+impl Idle for GuestIdle {
+    fn pause(&mut self, progressed: bool) -> bool {
+        match self.backoff.pause(progressed) {
+            Pause::Spin => {
+                for _ in 0..SPIN_LOOP_ITERATIONS {
+                    core::hint::spin_loop();
+                }
+                false
+            }
+            Pause::WaitForEvent => {
+                cpu::wait_for_event();
+                false
+            }
+            // Only chosen when events work (kernel_main falls back to wfe otherwise).
+            Pause::WaitForInterrupt => true,
+        }
+    }
+
+    fn sleep(&mut self) {
+        cpu::wait_for_interrupt();
+    }
+
+    fn notify(&mut self) {
+        if let Some(events) = self.events {
+            if events.notify().is_err() {
+                self.notify_failures += 1;
+            }
+        }
+    }
 }
 
 /// Prints the stop line and powers off.
@@ -335,8 +444,28 @@ fn kernel_main(boot: BootInfo) -> ! {
             "device"
         }
     );
-    let idle_policy = boot.platform.idle.unwrap_or_else(|error| fatal(&error));
-    println!("sramlink: idle policy: {}", idle_policy.name());
+    let requested_policy = boot
+        .platform
+        .idle
+        .clone()
+        .unwrap_or_else(|error| fatal(&error));
+    let events = start_events(&boot.platform, boot.entry_el);
+    let idle_policy = match (requested_policy, events) {
+        (IdlePolicy::Irq, None) => {
+            println!("sramlink: idle policy irq needs Xen events: waiting with wfe instead");
+            IdlePolicy::Wfe
+        }
+        (policy, _) => policy,
+    };
+    let spin_passes = boot
+        .platform
+        .spin_passes
+        .clone()
+        .unwrap_or_else(|error| fatal(&error));
+    println!(
+        "sramlink: idle policy: {} (spins {spin_passes} idle passes first)",
+        idle_policy.name()
+    );
     // SAFETY: `map_guest` identity-mapped the region read/write (Device-nGnRE, or Normal WB when
     // cacheable: then payloads may be copied with memcpy) for the kernel's life, and no other
     // code of the guest touches it.
@@ -352,7 +481,14 @@ fn kernel_main(boot: BootInfo) -> ! {
         )
     }
     .unwrap_or_else(|error| fatal(&error));
-    let ring = Region::create(memory, region.geometry).unwrap_or_else(|error| fatal(&error));
+    // The mapping's cacheability goes into the header (flags bit 0) for the peer to compare
+    // with its own; the counter's low bits seed the generation when no old header is there.
+    let creation = Creation {
+        cacheable: region.cacheable,
+        seed: timer::counter() as u32,
+    };
+    let ring = Region::create_with(memory, region.geometry, creation)
+        .unwrap_or_else(|error| fatal(&error));
     ring.set_state(Role::Guest, SideState::Ready);
     let geometry = *ring.geometry();
     let to_peer = geometry.ring(Direction::GuestToPeer);
@@ -367,29 +503,43 @@ fn kernel_main(boot: BootInfo) -> ! {
         to_peer.max_message_len().min(to_guest.max_message_len()),
     );
 
+    if let Some(events) = events {
+        ring.set_event_port(events.port);
+    }
+    match events {
+        Some(events) => println!(
+            "sramlink: generation {:#x}, sessions on, event port {}",
+            ring.info().generation.unwrap_or(0),
+            events.port
+        ),
+        None => println!(
+            "sramlink: generation {:#x}, sessions on, event port none (peers poll)",
+            ring.info().generation.unwrap_or(0)
+        ),
+    }
+
     let started = timer::counter();
-    let mut backoff = Backoff::new(idle_policy);
-    // Kept to tell the peer, on a fatal protocol error, that this side has stopped.
-    let control = ring.clone();
+    let mut idle = GuestIdle {
+        backoff: Backoff::with_spin_passes(idle_policy, spin_passes),
+        events,
+        notify_failures: 0,
+    };
     let stats = Service::new(ring)
-        .run(|progressed| match backoff.pause(progressed) {
-            Pause::Spin => {
-                for _ in 0..SPIN_LOOP_ITERATIONS {
-                    core::hint::spin_loop();
-                }
-            }
-            Pause::WaitForEvent => cpu::wait_for_event(),
-        })
-        .unwrap_or_else(|error| {
-            // The peer is waiting on this word (docs/ABI.md §5): Stopped tells it the guest
-            // has given up instead of leaving it to time out.
-            control.set_state(Role::Guest, SideState::Stopped);
-            fatal(&error)
-        });
+        .run_notified(&mut idle, print_session)
+        // `run_with` has already published the healthy ring and stored Stopped (ABI §5.4), so
+        // the peer sees the guest gave up instead of timing out.
+        .unwrap_or_else(|error| fatal(&error));
     println!(
         "sramlink: stats: received={} sent={} corrupted={} lost={} protocol_errors={}",
         stats.received, stats.sent, stats.corrupted, stats.lost, stats.protocol_errors
     );
+    if events.is_some() {
+        let (received, other, sent) = events::counters();
+        println!(
+            "sramlink: events: received={received} sent={sent} other_ports={other} send_failures={}",
+            idle.notify_failures
+        );
+    }
     println!(
         "sramlink: served for {} ms",
         timer::ticks_to_ms(timer::counter().wrapping_sub(started))

@@ -9,12 +9,17 @@
 //! - [`paging`]: the translation-table builder and walker;
 //! - [`memory_map`]: which ranges the guest maps and how;
 //! - [`backoff`]: when the idle serving loop spins and when it waits for an event;
-//! - [`bootargs`]: the guest's options on its command line (`/chosen/bootargs`).
+//! - [`bootargs`]: the guest's options on its command line (`/chosen/bootargs`);
+//! - [`xen`]: Xen's hypercall structures, `shared_info` and the event-channel scan;
+//! - [`gic`]: the GIC's memory-mapped registers (GICv2 distributor and CPU interface, GICv3
+//!   distributor and redistributor).
 #![cfg_attr(not(test), no_std)]
 
 pub mod backoff;
 pub mod bootargs;
 pub mod devicetree;
+pub mod gic;
 pub mod memory_map;
 pub mod paging;
 pub mod shared_region;
+pub mod xen;

@@ -17,6 +17,8 @@ mod console;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod arch;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod events;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod kernel;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod pl011;

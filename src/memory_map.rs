@@ -15,7 +15,11 @@
 //!      exception stack                          Normal WB, RW, XN
 //!  shared region (reserved, not RAM)            Device-nGnRE, RW, XN
 //!                                               (Normal WB if `sramlink,cacheable`)
+//!  GIC frames (distributor, CPU interface or    Device-nGnRE, RW, XN
+//!    redistributors, from the device tree)
 //! ```
+//! Xen's `shared_info` page needs no entry of its own: it replaces a page-aligned page of the
+//! image's BSS (Normal WB inner-shareable, as Xen requires) through `XENMEM_add_to_physmap`.
 //! Reserved memory is left unmapped (it may be another agent's, mapped with other attributes),
 //! except the shared region itself.
 
@@ -59,6 +63,7 @@ pub fn map_guest(
     layout: &ImageLayout,
     console: Option<&Uart>,
     region: Option<&RegionMapping>,
+    devices: &[PhysRange],
 ) -> Result<(), MapError> {
     for bank in usable_memory
         .iter()
@@ -85,6 +90,11 @@ pub fn map_guest(
             Attributes::DEVICE
         };
         tables.map_identity(region.range, attributes)?;
+    }
+    for device in devices {
+        if let Some(pages) = device.round_out(PAGE_SIZE) {
+            tables.map_identity(pages, Attributes::DEVICE)?;
+        }
     }
     Ok(())
 }
@@ -127,7 +137,19 @@ mod tests {
             range: range(0x7f00_0000, 0x8000_0000),
             cacheable: false,
         };
-        map_guest(&mut tables, &usable, &layout(), Some(&uart), Some(&region)).unwrap();
+        let gic = [
+            range(0x0800_0000, 0x0801_0000),
+            range(0x080a_0000, 0x0900_0000),
+        ];
+        map_guest(
+            &mut tables,
+            &usable,
+            &layout(),
+            Some(&uart),
+            Some(&region),
+            &gic,
+        )
+        .unwrap();
 
         let at = |address| tables.translate(address);
         assert_eq!(at(0x4000_0000).unwrap().attributes, Attributes::DATA);
@@ -141,6 +163,10 @@ mod tests {
         assert_eq!(at(0x4024_0000).unwrap().attributes, Attributes::DATA);
         assert_eq!(at(0x0900_0000).unwrap().attributes, Attributes::DEVICE);
         assert_eq!(at(0x0900_1000), None);
+        assert_eq!(at(0x0800_0000).unwrap().attributes, Attributes::DEVICE);
+        assert_eq!(at(0x080a_0000).unwrap().attributes, Attributes::DEVICE);
+        assert_eq!(at(0x08ff_fff8).unwrap().attributes, Attributes::DEVICE);
+        assert_eq!(at(0x0801_0000), None);
         let shared = at(0x7f00_0000).unwrap();
         assert_eq!((shared.attributes, shared.level), (Attributes::DEVICE, 2));
         assert_eq!(at(0x7fff_fff8).unwrap().pa, 0x7fff_fff8);
@@ -161,7 +187,7 @@ mod tests {
             range: range(0x7f00_1000, 0x7f01_1000),
             cacheable: true,
         };
-        map_guest(&mut tables, &usable, &layout(), None, Some(&region)).unwrap();
+        map_guest(&mut tables, &usable, &layout(), None, Some(&region), &[]).unwrap();
         assert_eq!(tables.translate(0x5000_0000), None);
         assert_eq!(tables.translate(0x500f_ffff), None);
         assert_eq!(

@@ -227,6 +227,10 @@ pub struct Platform<'a> {
     pub region: Result<RegionNode, DtError>,
     /// `/chosen/bootargs`, raw.
     pub bootargs: Option<&'a [u8]>,
+    /// The first enabled GIC, decoded (for the guest's event-channel upcall).
+    pub interrupt_controller: Option<Result<InterruptController, DtError>>,
+    /// The first enabled `xen,xen` node, decoded.
+    pub hypervisor: Option<Result<Hypervisor, DtError>>,
 }
 
 impl Platform<'_> {
@@ -263,6 +267,8 @@ pub fn discover(dtb: &[u8]) -> Result<Platform<'_>, UnusableTree> {
         console: tree.console,
         psci: tree.psci,
         bootargs: tree.bootargs,
+        interrupt_controller: tree.interrupt_controller,
+        hypervisor: tree.hypervisor,
     })
 }
 

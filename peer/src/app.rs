@@ -2,15 +2,17 @@
 //! attach, run the mode, fill the report.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::cli::{Cli, Direction, Mode, RegionSource};
 use crate::counter::Counter;
 use crate::device::{OpenDevice, find_devices};
 use crate::devicetree::{DeviceTreeRegions, PhysRange};
 use crate::error::{ErrorKind, PeerError};
+use crate::evtchn::Device;
 use crate::mapping::{MappedRegion, Route, page_size};
 use crate::report::Report;
-use crate::session::{self, RunOptions};
+use crate::session::{self, AttachOptions, EventsSetup, RunOptions};
 
 /// The result of [`execute`]: the report (always, with `error` set on failure), whether the
 /// peer got as far as attaching (then the human summary is worth printing), and the error.
@@ -53,6 +55,7 @@ pub fn execute(cli: &Cli) -> Outcome {
 fn initial_report(cli: &Cli) -> Report {
     let (count, payload_bytes, window, direction) = match cli.mode {
         Mode::Ping { count, size } => (count, size, None, None),
+        Mode::Idle { .. } => (0, 0, None, None),
         Mode::Echo {
             count,
             size,
@@ -71,7 +74,13 @@ fn initial_report(cli: &Cli) -> Report {
         payload_bytes,
         window,
         counter_hz: Counter::new().frequency_hz(),
-        idle_policy: if cli.busy_poll { "busy-poll" } else { "sleep" },
+        idle_policy: if cli.events {
+            "events"
+        } else if cli.busy_poll {
+            "busy-poll"
+        } else {
+            "sleep"
+        },
         ..Report::default()
     }
 }
@@ -82,11 +91,30 @@ fn run(
     attached: &mut bool,
     notes: &mut Vec<String>,
 ) -> Result<(), PeerError> {
+    // The device first: with --events, a missing module is reported before the ring is read.
+    let device = match Device::open(&cli.events_device) {
+        Ok(device) => Some(device),
+        Err(error) if cli.events => return Err(error),
+        Err(_) => None,
+    };
     let mapping = map_region(cli, report, notes)?;
     notes.push(format!("region: {}", mapping.route()));
     // The handle borrows `mapping`: the region stays mapped while the session uses it.
     let memory = mapping.memory()?;
-    let region = session::attach(memory, cli.timeout, cli.backoff_policy())?;
+    let liveness = cli.liveness.min(cli.timeout);
+    let attach_options = AttachOptions {
+        timeout: cli.timeout,
+        liveness,
+        policy: cli.backoff_policy(),
+        cacheable: mapping_cacheable(mapping.route()),
+    };
+    let events = device.map(|device| EventsSetup {
+        device,
+        guest_domid: cli.guest_domid,
+        required: cli.events,
+    });
+    let region = session::attach(memory, &attach_options, events)?;
+    notes.extend(region.notes.iter().cloned());
     *attached = true;
     let options = RunOptions {
         mode: cli.mode,
@@ -94,8 +122,38 @@ fn run(
         stop_guest: cli.stop_guest,
         policy: cli.backoff_policy(),
         progress: cli.progress,
+        liveness,
+        events: cli.events,
+        spin: Duration::from_micros(cli.spin_us),
     };
-    session::run(&region, &options, report)
+    let cpu_before = cpu_seconds();
+    let result = session::run(region, &options, report);
+    report.cpu_seconds = cpu_seconds() - cpu_before;
+    result
+}
+
+/// User + system CPU time of this process so far (getrusage).
+fn cpu_seconds() -> f64 {
+    // SAFETY: an all-zero `rusage` is a valid value (integers and timevals).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a live, writable `rusage`.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// How this peer maps the region, for the comparison with the guest's `flags` (ABI §1.1):
+/// `/dev/mem` opened with `O_SYNC` is uncached, the sramlink device as its module says; a host
+/// file shared with an emulated guest (bare QEMU) has no cache between the two sides, so there
+/// is nothing to compare.
+fn mapping_cacheable(route: &Route) -> Option<bool> {
+    match route {
+        Route::DevMem { .. } => Some(false),
+        Route::Device { info, .. } => Some(info.cacheable),
+        Route::File { .. } => None,
+    }
 }
 
 /// Maps the region the command line describes and records where it came from. A

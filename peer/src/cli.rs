@@ -77,6 +77,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, global = true)]
     pub progress: Option<Duration>,
 
+    /// Seconds the guest's heartbeat may stand still before the guest counts as dead rather
+    /// than slow (ABI 1.1 guests; at most --timeout).
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_seconds, global = true)]
+    pub liveness: Duration,
+
     /// At the end, send Stop, wait for the guest's Stats and include them in the report.
     #[arg(long, global = true)]
     pub stop_guest: bool,
@@ -84,6 +89,26 @@ pub struct Cli {
     /// Never sleep while waiting (spin, then yield): to measure the cost of the backoff.
     #[arg(long, global = true)]
     pub busy_poll: bool,
+
+    /// Wait on the guest's Xen event channel instead of polling: bind the port the guest
+    /// publishes in the ring header through /dev/xen/evtchn (module xen-evtchn) and block in
+    /// poll() once a short spin (--spin-us) found nothing. Without it the peer still binds when
+    /// it can, to wake a guest that sleeps on events.
+    #[arg(long, global = true, conflicts_with = "busy_poll")]
+    pub events: bool,
+
+    /// The guest's Xen domain id (dom0less domUs are numbered from 1 in /chosen order).
+    #[arg(long, value_name = "ID", default_value_t = 1, global = true)]
+    pub guest_domid: u32,
+
+    /// The event-channel device.
+    #[arg(long, value_name = "PATH", default_value = crate::evtchn::DEVICE, global = true)]
+    pub events_device: PathBuf,
+
+    /// With --events: microseconds to keep polling after the last progress before arming and
+    /// sleeping on the event channel.
+    #[arg(long, value_name = "US", default_value_t = 50, global = true)]
+    pub spin_us: u64,
 
     /// What to exchange with the guest.
     #[command(subcommand)]
@@ -93,6 +118,13 @@ pub struct Cli {
 /// A run mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum Mode {
+    /// Attach and exchange nothing for --seconds, waiting with the chosen policy: measures
+    /// what waiting costs (prints `SRAMLINK-IDLE: begin` and `SRAMLINK-IDLE: end`).
+    Idle {
+        /// Length of the idle window.
+        #[arg(long, default_value = "5", value_parser = parse_seconds)]
+        seconds: Duration,
+    },
     /// One EchoRequest outstanding at a time; reports the round-trip distribution.
     Ping {
         /// Number of round trips.
@@ -135,6 +167,7 @@ impl Mode {
             Mode::Ping { .. } => "ping",
             Mode::Echo { .. } => "echo",
             Mode::Stream { .. } => "stream",
+            Mode::Idle { .. } => "idle",
         }
     }
 }
@@ -195,6 +228,12 @@ pub enum RegionSource {
 impl Cli {
     /// The region source the arguments describe, or a usage error saying what is missing.
     pub fn region_source(&self) -> Result<RegionSource, PeerError> {
+        if self.offset.is_some() && self.file.is_none() {
+            return Err(PeerError::usage(
+                "--offset is an offset into --file and means nothing without it; with --base, \
+                 give the region's physical address itself",
+            ));
+        }
         if let Some(path) = &self.file {
             return match (self.size, self.base) {
                 (Some(size), None) => Ok(RegionSource::File {
@@ -211,7 +250,8 @@ impl Cli {
         if let Some(path) = &self.device {
             if self.base.is_some() || self.size.is_some() || self.dev_mem {
                 return Err(PeerError::usage(
-                    "--device takes base and size from the sramlink module; drop --base, --size                      and --dev-mem",
+                    "--device takes base and size from the sramlink module; drop --base, --size \
+                     and --dev-mem",
                 ));
             }
             return Ok(RegionSource::Device { path: path.clone() });
@@ -418,6 +458,22 @@ mod tests {
             size_only.region_source().map_err(|error| error.kind),
             Err(crate::error::ErrorKind::Usage)
         );
+        let offset_with_base = parse(&[
+            "--base",
+            "0x7f000000",
+            "--offset",
+            "0x1000",
+            "--size",
+            "0x1000",
+            "ping",
+        ]);
+        if let Ok(cli) = offset_with_base {
+            assert_eq!(
+                cli.region_source().map_err(|error| error.kind),
+                Err(crate::error::ErrorKind::Usage),
+                "--offset must not be ignored with --base"
+            );
+        }
         let base_only = parse(&["--base", "0x7f000000", "ping"]).expect("clap accepts");
         assert!(base_only.region_source().is_err());
         let file_only = parse(&["--file", "f", "ping"]).expect("clap accepts");

@@ -13,8 +13,12 @@ pub enum ErrorKind {
     Attach,
     /// The other side broke the ring or the demo protocol.
     Protocol,
-    /// The guest did not answer in time.
+    /// The guest did not answer in time (or its heartbeat stopped).
     Timeout,
+    /// The guest re-created the region under us: nothing may be written to it any more.
+    GuestRestarted,
+    /// Xen event channels were asked for and cannot be used (device, port, bind, notify).
+    Events,
 }
 
 /// An error with a message that names the problem (printed as `sramlink-peer: error: ...`).
@@ -53,6 +57,11 @@ impl PeerError {
     /// A [`ErrorKind::Protocol`] error.
     pub fn protocol(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Protocol, message)
+    }
+
+    /// A [`ErrorKind::Events`] error.
+    pub fn events(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Events, message)
     }
 
     /// A [`ErrorKind::Timeout`] error.

@@ -25,6 +25,7 @@ pub mod counter;
 pub mod device;
 pub mod devicetree;
 pub mod error;
+pub mod evtchn;
 pub mod mapping;
 pub mod numbers;
 pub mod report;

@@ -59,6 +59,10 @@ pub struct Report {
     pub messages_per_second: f64,
     /// Payload bytes per second over `elapsed_ticks` (both directions added).
     pub payload_bytes_per_second: f64,
+    /// The session this run had (ABI 1.1); `null` against a 1.0 guest or before attaching.
+    pub session: Option<u32>,
+    /// The generation of the guest's header (ABI 1.1); `null` for a 1.0 guest.
+    pub guest_generation: Option<u32>,
     /// How the region was mapped: `device` (the sramlink module), `dev-mem` or `file`.
     pub region_source: &'static str,
     /// The sramlink device (`device` source), else `null`.
@@ -81,8 +85,15 @@ pub struct Report {
     pub region_size: u64,
     /// Largest message the peer→guest ring carries (bytes, protocol header included).
     pub max_message_bytes: u64,
-    /// `sleep` (bounded spin, yield, sleep) or `busy-poll`.
+    /// `sleep` (bounded spin, yield, sleep), `busy-poll`, or `events` (bounded spin, then
+    /// sleep on the Xen event channel).
     pub idle_policy: &'static str,
+    /// Xen events received from the guest (wake-ups of the event wait).
+    pub events_received: u64,
+    /// Xen events sent to the guest (it was armed when we published).
+    pub events_sent: u64,
+    /// CPU time (user + system, getrusage) the peer process used from attach to the end.
+    pub cpu_seconds: f64,
     /// The guest's Stats (with `--stop-guest`).
     pub guest: Option<GuestStats>,
     /// The error that ended the run early, if any.

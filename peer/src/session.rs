@@ -13,13 +13,15 @@ use sramlink_ring::proto::{
     self, HEADER_LEN, Op, STATS_LEN, Sequence, SequenceTracker, StreamRequest, Verdict,
 };
 use sramlink_ring::{
-    Consumer, Error as RingError, Producer, Region, Role, SendError, SharedMemory, SideState,
+    Consumer, Error as RingError, Producer, Region, Role, SendError, SessionStart, SharedMemory,
+    SideState,
 };
 
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::cli::{Direction, Mode};
 use crate::counter::Counter;
 use crate::error::{ErrorKind, PeerError};
+use crate::evtchn::{Device, EventChannel};
 use crate::report::{GuestStats, Report};
 use crate::stats::RttSamples;
 
@@ -39,27 +41,94 @@ pub struct RunOptions {
     pub policy: BackoffPolicy,
     /// Print a progress line to stderr at most this often while messages move.
     pub progress: Option<Duration>,
+    /// Longest the guest's heartbeat may stand still before the guest counts as dead.
+    pub liveness: Duration,
+    /// Sleep on the event channel (when bound) instead of polling with `policy`.
+    pub events: bool,
+    /// With `events`: how long to keep polling after the last progress before sleeping.
+    pub spin: Duration,
 }
 
-/// Waits until the guest has created the region and declared itself Ready, then declares
-/// the peer Ready.
+/// How long a peer that finds `peer_state == Ready` at attach watches the previous peer's
+/// heartbeat before it takes over: a live peer beats on every pass of its loop, at least every
+/// few milliseconds (its longest sleep is 1 ms), so a heartbeat that stands still this long
+/// belongs to a dead peer (ABI §5.8).
+pub const TAKEOVER_WINDOW: Duration = Duration::from_millis(250);
+
+/// What attaching produced: the region and, against a 1.1 guest, the session's endpoints.
+#[derive(Debug)]
+pub struct Attached<M: SharedMemory + Clone> {
+    /// The validated region.
+    pub region: Region<M>,
+    /// The peer's producer (ring 1) and consumer (ring 0).
+    pub endpoints: (Producer<M>, Consumer<M>),
+    /// The acknowledged session (`None` against a 1.0 guest: no sessions there).
+    pub session: Option<SessionStart>,
+    /// Things worth telling the user (a 1.0 guest, polling without an event port, ...).
+    pub notes: Vec<String>,
+    /// The event channel to the guest's published port, when bound.
+    pub channel: Option<EventChannel>,
+}
+
+/// The event-channel device to bind the guest's port through (see [`attach`]).
+#[derive(Debug)]
+pub struct EventsSetup {
+    /// The open `/dev/xen/evtchn`.
+    pub device: Device,
+    /// The guest's domain id.
+    pub guest_domid: u32,
+    /// `--events`: a missing port or a failed bind is an error (otherwise a note, and the peer
+    /// polls without being able to wake a sleeping guest).
+    pub required: bool,
+}
+
+/// Notifies the guest if it is armed (ABI §4.6), after a publication of ours.
+pub fn notify_if_armed<M: SharedMemory + Clone>(
+    region: &Region<M>,
+    channel: Option<&EventChannel>,
+) -> Result<(), PeerError> {
+    match channel {
+        Some(channel) if region.notify_needed(Role::Guest) => channel.notify(),
+        _ => Ok(()),
+    }
+}
+
+/// Options of [`attach`].
+#[derive(Debug, Clone, Copy)]
+pub struct AttachOptions {
+    /// Longest wait for the header, Ready and the session acknowledgement (each).
+    pub timeout: Duration,
+    /// Longest the guest's heartbeat may stand still before the guest counts as dead.
+    pub liveness: Duration,
+    /// How to wait.
+    pub policy: BackoffPolicy,
+    /// This peer's mapping is cacheable (`Some(true)`), uncached (`Some(false)`), or not
+    /// comparable with the guest's (`None`: a host file of an emulated guest, where no cache
+    /// stands between the two).
+    pub cacheable: Option<bool>,
+}
+
+/// Waits until the guest has created the region and declared itself Ready, declares the peer
+/// Ready and, against a 1.1 guest, starts a new session (ABI §5.7): everything a previous
+/// peer left in either ring is skipped, so this run sees only its own messages.
 ///
 /// A missing magic is waited for (the guest may still be booting); any other header problem
 /// fails at once, since the guest writes the magic last. Errors name what was found.
+///
+/// With `events`, the guest's published event-channel port is bound before anything is
+/// written to the ring (so a missing port or a failed bind leaves the guest untouched), and
+/// the guest is notified after the session request if it sleeps armed.
 pub fn attach<M: SharedMemory + Clone>(
     memory: M,
-    timeout: Duration,
-    policy: BackoffPolicy,
-) -> Result<Region<M>, PeerError> {
+    options: &AttachOptions,
+    events: Option<EventsSetup>,
+) -> Result<Attached<M>, PeerError> {
     let start = Instant::now();
-    let mut backoff = Backoff::new(policy);
-    loop {
+    let mut backoff = Backoff::new(options.policy);
+    let region = loop {
         let waiting_for = match Region::attach(memory.clone()) {
             Ok(region) => match region.state(Role::Guest) {
-                Ok(SideState::Ready) => {
-                    region.set_state(Role::Peer, SideState::Ready);
-                    return Ok(region);
-                }
+                Ok(SideState::Ready) => break region,
                 Ok(SideState::Offline) => {
                     "the guest created the region but never declared itself ready".to_string()
                 }
@@ -75,15 +144,209 @@ pub fn attach<M: SharedMemory + Clone>(
                  expected {:#018x} \"SRAMLINK\")",
                 sramlink_ring::layout::MAGIC
             ),
+            Err(error @ RingError::Restarted { .. }) => error.to_string(),
             Err(error) => return Err(ring_error(ErrorKind::Attach, &error)),
         };
-        if start.elapsed() >= timeout {
+        if start.elapsed() >= options.timeout {
             return Err(PeerError::timeout(format!(
                 "timed out after {:.1} s waiting for the guest: {waiting_for}",
-                timeout.as_secs_f64()
+                options.timeout.as_secs_f64()
             )));
         }
         backoff.idle();
+    };
+    if let Some(cacheable) = options.cacheable {
+        region
+            .check_attributes(cacheable)
+            .map_err(|error| ring_error(ErrorKind::Attach, &error))?;
+    }
+    let mut notes = Vec::new();
+    if !region.info().sessions() {
+        // A 1.0 guest: the endpoints start from the shared indices, as 1.0 says.
+        notes.push(format!(
+            "the guest speaks ABI 1.{} without sessions: a previous peer's unread messages may \
+             reach this run (docs/ABI.md §9)",
+            region.info().minor
+        ));
+        if events.as_ref().is_some_and(|setup| setup.required) {
+            return Err(PeerError::events(
+                "--events: the guest speaks ABI 1.0, which has no event-channel port: run                  without --events to poll",
+            ));
+        }
+        region.set_state(Role::Peer, SideState::Ready);
+        let endpoints = region.endpoints(Role::Peer);
+        return Ok(Attached {
+            region,
+            endpoints,
+            session: None,
+            notes,
+            channel: None,
+        });
+    }
+    let channel = bind_guest_port(&region, events, &mut notes)?;
+    let mut liveness = Liveness::new(&region, options.liveness);
+    if region.state(Role::Peer) == Ok(SideState::Ready) {
+        refuse_a_live_peer(&region, options, &mut liveness)?;
+    }
+    let pending = region
+        .request_session()
+        .map_err(|error| ring_error(ErrorKind::Attach, &error))?;
+    region.set_state(Role::Peer, SideState::Ready);
+    // The guest may sleep armed on its event channel: the request is a publication for it.
+    notify_if_armed(&region, channel.as_ref())?;
+    let start = Instant::now();
+    backoff.reset();
+    loop {
+        liveness.beat(&region);
+        match region.session_started(pending) {
+            Ok(Some((session, producer, consumer))) => {
+                return Ok(Attached {
+                    region,
+                    endpoints: (producer, consumer),
+                    session: Some(session),
+                    notes,
+                    channel,
+                });
+            }
+            Ok(None) => {}
+            Err(error) => return Err(ring_error(ErrorKind::Protocol, &error)),
+        }
+        liveness.check(&region, "waiting for the guest to acknowledge our session")?;
+        if start.elapsed() >= options.timeout {
+            return Err(PeerError::timeout(format!(
+                "timed out after {:.1} s waiting for the guest to acknowledge session {} \
+                 (its heartbeat is moving: it runs but does not serve)",
+                options.timeout.as_secs_f64(),
+                pending.session
+            )));
+        }
+        backoff.idle();
+    }
+}
+
+/// Binds the guest's published port when `events` asks for it (ABI §4.6). Reads the header
+/// only: nothing is written to the ring here.
+fn bind_guest_port<M: SharedMemory + Clone>(
+    region: &Region<M>,
+    events: Option<EventsSetup>,
+    notes: &mut Vec<String>,
+) -> Result<Option<EventChannel>, PeerError> {
+    let port = region.event_port();
+    let Some(setup) = events else {
+        if let Some(port) = port {
+            notes.push(format!(
+                "the guest publishes event-channel port {port}, but /dev/xen/evtchn is not                  available: this peer cannot wake a guest that sleeps on events"
+            ));
+        } else {
+            notes.push("the guest publishes no event-channel port: both sides poll".to_string());
+        }
+        return Ok(None);
+    };
+    let Some(port) = port else {
+        if setup.required {
+            return Err(PeerError::events(
+                "--events: the guest published no event-channel port (the header's event_port                  is 0): it runs without Xen events (its console says why on the                  'sramlink: events:' line); run without --events to poll",
+            ));
+        }
+        notes.push("the guest publishes no event-channel port: both sides poll".to_string());
+        return Ok(None);
+    };
+    match setup.device.bind(setup.guest_domid, port) {
+        Ok(channel) => Ok(Some(channel)),
+        Err(error) if setup.required => Err(error),
+        Err(error) => {
+            notes.push(format!("{error}; polling without notifications"));
+            Ok(None)
+        }
+    }
+}
+
+/// `peer_state` says Ready: a previous peer was killed, or one still runs. Two peers on one
+/// ring break it, so watch the previous peer's heartbeat for [`TAKEOVER_WINDOW`] and refuse if
+/// it moves.
+fn refuse_a_live_peer<M: SharedMemory + Clone>(
+    region: &Region<M>,
+    options: &AttachOptions,
+    liveness: &mut Liveness,
+) -> Result<(), PeerError> {
+    let first = region.heartbeat(Role::Peer);
+    let start = Instant::now();
+    while start.elapsed() < TAKEOVER_WINDOW.min(options.timeout) {
+        liveness.check(region, "checking whether a previous peer still runs")?;
+        if region.heartbeat(Role::Peer) != first {
+            return Err(PeerError::attach(
+                "another peer is attached and alive (peer_state Ready, its heartbeat moves); \
+                 two peers on one ring would corrupt it: stop the other one first",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// This peer's heartbeat and its judgement of the guest's (ABI §5.8).
+struct Liveness {
+    own: u32,
+    guest_last: u32,
+    guest_moved: Instant,
+    window: Duration,
+}
+
+impl Liveness {
+    fn new<M: SharedMemory + Clone>(region: &Region<M>, window: Duration) -> Self {
+        Liveness {
+            own: region.heartbeat(Role::Peer),
+            guest_last: region.heartbeat(Role::Guest),
+            guest_moved: Instant::now(),
+            window,
+        }
+    }
+
+    /// Advances our heartbeat word (a plain store).
+    fn beat<M: SharedMemory + Clone>(&mut self, region: &Region<M>) {
+        self.own = self.own.wrapping_add(1);
+        region.beat(Role::Peer, self.own);
+    }
+
+    /// The guest is still the one we attached to, Ready, and its heartbeat moved within the
+    /// window. `doing` says what we were waiting for, for the error message.
+    fn check<M: SharedMemory + Clone>(
+        &mut self,
+        region: &Region<M>,
+        doing: &str,
+    ) -> Result<(), PeerError> {
+        if let Err(error) = region.check_generation() {
+            return Err(PeerError::new(
+                ErrorKind::GuestRestarted,
+                format!("{error} (while {doing})"),
+            ));
+        }
+        match region.state(Role::Guest) {
+            Ok(SideState::Ready) => {}
+            Ok(state) => {
+                return Err(PeerError::protocol(format!(
+                    "the guest left the Ready state (now {state:?}) while {doing}"
+                )));
+            }
+            Err(error) => return Err(ring_error(ErrorKind::Protocol, &error)),
+        }
+        if !region.info().sessions() {
+            return Ok(());
+        }
+        let heartbeat = region.heartbeat(Role::Guest);
+        // A guest asleep under the hold-off (ABI §4.6) does not beat until notified: asleep,
+        // not dead.
+        if heartbeat != self.guest_last || region.is_waiting(Role::Guest) {
+            self.guest_last = heartbeat;
+            self.guest_moved = Instant::now();
+        } else if self.guest_moved.elapsed() >= self.window {
+            return Err(PeerError::timeout(format!(
+                "the guest's heartbeat has not moved for {:.1} s while {doing}: the guest is \
+                 not running (crashed, powered off or paused), not merely slow",
+                self.window.as_secs_f64()
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -94,27 +357,49 @@ fn ring_error(kind: ErrorKind, error: &RingError) -> PeerError {
 /// Runs `options.mode` on an attached region and fills `report`'s counters and figures.
 ///
 /// The report is filled even when the run fails part-way (the error is also returned), so
-/// the caller can print what was measured.
+/// the caller can print what was measured. The peer leaves as ABI §5.4 says (Offline after a
+/// clean run, Stopped after `--stop-guest` or a failure), except when the guest re-created the
+/// region under it: that header belongs to a new boot and gets no store from us.
 pub fn run<M: SharedMemory + Clone>(
-    region: &Region<M>,
+    attached: Attached<M>,
     options: &RunOptions,
     report: &mut Report,
 ) -> Result<(), PeerError> {
-    let mut session = Session::new(region, options);
+    let Attached {
+        region,
+        endpoints,
+        session,
+        notes: _,
+        channel,
+    } = attached;
+    report.session = session.map(|session| session.session);
+    report.guest_generation = region.info().generation;
+    let mut session = Session::new(&region, endpoints, options, channel);
     let result = session.run_mode().and_then(|()| {
         if options.stop_guest {
             session.stop_guest()
         } else {
-            Ok(())
+            // Detaching: the next session skips whatever the guest has not read yet (ABI
+            // §5.4 item 1), so wait until it has read everything we sent.
+            session.wait_until_consumed()
         }
     });
     session.fill(report);
     report.error = result.as_ref().err().map(ToString::to_string);
-    let final_state = match &result {
-        Ok(()) if !options.stop_guest => SideState::Offline,
-        _ => SideState::Stopped,
-    };
-    region.set_state(Role::Peer, final_state);
+    let restarted = matches!(&result, Err(error) if error.kind == ErrorKind::GuestRestarted);
+    if !restarted {
+        // Our last indices (a faulted endpoint publishes nothing), then the state word.
+        session.producer.publish();
+        session.consumer.publish();
+        let final_state = match &result {
+            Ok(()) if !options.stop_guest => SideState::Offline,
+            _ => SideState::Stopped,
+        };
+        region.set_state(Role::Peer, final_state);
+        // A guest asleep on events must see our final state (Stopped ends its service).
+        let notified = notify_if_armed(&region, session.channel.as_ref());
+        return result.and(notified);
+    }
     result
 }
 
@@ -146,6 +431,7 @@ struct Plan {
 
 struct Session<'r, M: SharedMemory + Clone> {
     region: &'r Region<M>,
+    liveness: Liveness,
     producer: Producer<M>,
     consumer: Consumer<M>,
     options: RunOptions,
@@ -167,12 +453,29 @@ struct Session<'r, M: SharedMemory + Clone> {
     /// `last_activity` when the mode finished (before Stop/Stats).
     mode_end: Option<u64>,
     guest: Option<GuestStats>,
+    /// The bound event channel (notifies the guest; with `options.events`, also waited on).
+    channel: Option<EventChannel>,
+    /// Events received from the guest, and sent to it.
+    events_received: u64,
+    events_sent: u64,
 }
 
 impl<'r, M: SharedMemory + Clone> Session<'r, M> {
-    fn new(region: &'r Region<M>, options: &RunOptions) -> Self {
-        let (producer, consumer) = region.endpoints(Role::Peer);
+    fn new(
+        region: &'r Region<M>,
+        (producer, consumer): (Producer<M>, Consumer<M>),
+        options: &RunOptions,
+        channel: Option<EventChannel>,
+    ) -> Self {
         let plan = match options.mode {
+            Mode::Idle { .. } => Plan {
+                payload: 0,
+                echo_total: 0,
+                window: 0,
+                data_out_total: 0,
+                data_in_total: 0,
+                stream_request_pending: false,
+            },
             Mode::Ping { count, size } => Plan {
                 payload: size as usize,
                 echo_total: count,
@@ -213,6 +516,7 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         let rtt_capacity = usize::try_from(plan.echo_total).unwrap_or(0).min(1 << 24);
         Session {
             region,
+            liveness: Liveness::new(region, options.liveness),
             producer,
             consumer,
             options: *options,
@@ -231,7 +535,53 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
             last_activity: 0,
             mode_end: None,
             guest: None,
+            channel,
+            events_received: 0,
+            events_sent: 0,
         }
+    }
+
+    /// Notifies the guest if it sleeps armed (after a publication of ours).
+    fn notify_guest(&mut self) -> Result<(), PeerError> {
+        if let Some(channel) = &self.channel {
+            if self.region.notify_needed(Role::Guest) {
+                channel.notify()?;
+                self.events_sent += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// One send and one receive pass with their publications; whether either made progress.
+    fn pass(&mut self) -> Result<bool, PeerError> {
+        let sent = self.send_pass()?;
+        self.producer.publish();
+        let received = self.receive_pass(false)?;
+        self.consumer.publish();
+        if sent || received {
+            self.notify_guest()?;
+        }
+        Ok(sent || received)
+    }
+
+    /// Arms, looks again, and sleeps on the event channel if nothing changed (ABI §4.6);
+    /// whether the re-check made progress. Sleeps at most `limit`.
+    fn sleep_on_events(&mut self, limit: Duration) -> Result<bool, PeerError> {
+        self.region.arm(Role::Peer);
+        let progress = self.pass();
+        if !matches!(progress, Ok(false)) {
+            self.region.disarm(Role::Peer);
+            return progress;
+        }
+        let woken = match self.channel.as_mut() {
+            Some(channel) => channel.wait(limit),
+            None => Ok(false),
+        };
+        self.region.disarm(Role::Peer);
+        if woken? {
+            self.events_received += 1;
+        }
+        Ok(false)
     }
 
     /// Refuses payloads that cannot fit the rings before anything is sent.
@@ -257,17 +607,41 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
             && !self.plan.stream_request_pending
     }
 
+    /// Waits `seconds` with nothing to exchange, as the policy says; anything that arrives
+    /// is a protocol error (the guest sends only answers).
+    fn idle_window(&mut self, seconds: Duration) -> Result<(), PeerError> {
+        let mut backoff = Backoff::new(self.options.policy);
+        let wait_on_events = self.options.events && self.channel.is_some();
+        println!("SRAMLINK-IDLE: begin");
+        let start = Instant::now();
+        while start.elapsed() < seconds {
+            if self.pass()? {
+                return Err(PeerError::protocol(
+                    "the guest sent a message during the idle window",
+                ));
+            }
+            if wait_on_events {
+                self.sleep_on_events(seconds.saturating_sub(start.elapsed()))?;
+            } else {
+                backoff.idle();
+            }
+        }
+        println!("SRAMLINK-IDLE: end");
+        Ok(())
+    }
+
     fn run_mode(&mut self) -> Result<(), PeerError> {
+        if let Mode::Idle { seconds } = self.options.mode {
+            return self.idle_window(seconds);
+        }
         self.check_sizes()?;
         let mut backoff = Backoff::new(self.options.policy);
         let mut last_progress = Instant::now();
         let mut last_report = last_progress;
+        let wait_on_events = self.options.events && self.channel.is_some();
         while !self.finished() {
-            let sent = self.send_pass()?;
-            self.producer.publish();
-            let received = self.receive_pass(false)?;
-            self.consumer.publish();
-            if sent || received {
+            self.liveness.beat(self.region);
+            if self.pass()? {
                 backoff.reset();
                 last_progress = Instant::now();
                 if self
@@ -292,7 +666,22 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
             if last_progress.elapsed() >= self.options.timeout {
                 return Err(self.mode_timeout());
             }
-            backoff.idle();
+            if !wait_on_events {
+                backoff.idle();
+            } else if last_progress.elapsed() < self.options.spin {
+                core::hint::spin_loop();
+            } else {
+                // Sleep in slices short enough to keep judging the guest's liveness.
+                let limit = self
+                    .options
+                    .timeout
+                    .saturating_sub(last_progress.elapsed())
+                    .min(self.options.liveness / 4);
+                if self.sleep_on_events(limit)? {
+                    backoff.reset();
+                    last_progress = Instant::now();
+                }
+            }
         }
         self.mode_end = Some(self.last_activity);
         Ok(())
@@ -501,25 +890,27 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         }
     }
 
-    /// Fails fast when the guest stopped (or its state word went bad) while we wait.
-    fn check_guest_alive(&self) -> Result<(), PeerError> {
-        match self.region.state(Role::Guest) {
-            Ok(SideState::Ready) => Ok(()),
-            Ok(state) => Err(PeerError::protocol(format!(
-                "the guest left the Ready state (now {state:?}) during the run: {}",
-                self.outstanding()
-            ))),
-            Err(error) => Err(ring_error(ErrorKind::Protocol, &error)),
-        }
+    /// Fails fast when the guest stopped, restarted, stopped beating or its state word went
+    /// bad while we wait.
+    fn check_guest_alive(&mut self) -> Result<(), PeerError> {
+        let doing = format!("running: {}", self.outstanding());
+        self.liveness.check(self.region, &doing)
     }
 
     fn outstanding(&self) -> String {
         format!(
-            "{} echo replies outstanding, {} of {} data messages from the guest received, \
-             {} of {} sent",
-            self.in_flight.len() as u64 + (self.plan.echo_total - self.echo_next),
+            "{} echo replies outstanding ({} of {} requests sent), {} of {} data messages from \
+             the guest received{}, {} of {} sent",
+            self.in_flight.len(),
+            self.echo_next,
+            self.plan.echo_total,
             self.data_in.expected().min(self.plan.data_in_total),
             self.plan.data_in_total,
+            if self.plan.stream_request_pending {
+                " (stream not yet requested)"
+            } else {
+                ""
+            },
             self.data_next,
             self.plan.data_out_total
         )
@@ -536,16 +927,44 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         error
     }
 
-    /// When the run ends early: requests without a reply and data never received are lost.
+    /// When the run ends early: requests sent without a reply, and data of a stream we did
+    /// request but never received, are lost (what was never sent or asked for is not).
     fn count_outstanding_as_lost(&mut self) {
         // `lost` may already be saturated by a gap in the guest's seq.
         self.counts.add_lost(self.in_flight.len() as u64);
         self.in_flight.clear();
-        self.counts.add_lost(
-            self.plan
-                .data_in_total
-                .saturating_sub(self.data_in.expected()),
-        );
+        if !self.plan.stream_request_pending {
+            self.counts.add_lost(
+                self.plan
+                    .data_in_total
+                    .saturating_sub(self.data_in.expected()),
+            );
+        }
+    }
+
+    /// Waits (bounded by the timeout, watching the guest) until the guest has released
+    /// everything we published on ring 1.
+    fn wait_until_consumed(&mut self) -> Result<(), PeerError> {
+        self.producer.publish();
+        let memory = self.region.memory();
+        let ours = memory.load_u32(sramlink_ring::layout::producer_index_offset(1));
+        let mut backoff = Backoff::new(self.options.policy);
+        let start = Instant::now();
+        loop {
+            self.liveness.beat(self.region);
+            if memory.load_u32(sramlink_ring::layout::consumer_index_offset(1)) == ours {
+                return Ok(());
+            }
+            self.check_guest_alive()?;
+            if start.elapsed() >= self.options.timeout {
+                return Err(PeerError::timeout(format!(
+                    "timed out after {:.1} s waiting for the guest to read the last of our \
+                     messages before detaching",
+                    self.options.timeout.as_secs_f64()
+                )));
+            }
+            backoff.idle();
+        }
     }
 
     /// Sends Stop, waits for the guest's Stats.
@@ -553,14 +972,24 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         let mut backoff = Backoff::new(self.options.policy);
         let start = Instant::now();
         loop {
+            self.liveness.beat(self.region);
             match proto::send_message(&mut self.producer, Op::Stop, 0, &[]) {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.notify_guest()?;
+                    break;
+                }
                 Err(SendError::Full) => {}
                 Err(error) => return Err(send_error(&error)),
             }
             // Make room: the guest may be blocked on our full incoming ring.
             let received = self.receive_pass(true)?;
             self.consumer.publish();
+            if received {
+                self.notify_guest()?;
+            }
+            if !received {
+                self.check_guest_alive()?;
+            }
             if start.elapsed() >= self.options.timeout {
                 return Err(PeerError::timeout(format!(
                     "timed out after {:.1} s sending Stop: the peer->guest ring stayed full",
@@ -574,11 +1003,24 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         backoff.reset();
         let start = Instant::now();
         while self.guest.is_none() {
+            self.liveness.beat(self.region);
             let received = self.receive_pass(true)?;
             self.consumer.publish();
             if received {
+                self.notify_guest()?;
                 backoff.reset();
                 continue;
+            }
+            if let Err(error) = self.check_guest_alive() {
+                // The guest publishes Stats before it stores Stopped (ABI §5.4), and the state
+                // load acquires: having seen Stopped, one more look finds the Stats if it was
+                // sent at all.
+                self.receive_pass(true)?;
+                self.consumer.publish();
+                if self.guest.is_some() {
+                    break;
+                }
+                return Err(error);
             }
             if start.elapsed() >= self.options.timeout {
                 return Err(PeerError::timeout(format!(
@@ -613,6 +1055,8 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         report.counter_hz = self.counter.frequency_hz();
         report.max_message_bytes = self.producer.max_message_len() as u64;
         report.guest = self.guest;
+        report.events_received = self.events_received;
+        report.events_sent = self.events_sent;
         if let Some(first) = self.first_send {
             let end = self.mode_end.unwrap_or(self.last_activity);
             report.elapsed_ticks = end.saturating_sub(first);

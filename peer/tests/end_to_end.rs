@@ -14,7 +14,7 @@ use sramlink_peer::cli::{Cli, Direction, Mode};
 use sramlink_peer::error::ErrorKind;
 use sramlink_peer::mapping::MappedRegion;
 use sramlink_peer::report::Report;
-use sramlink_peer::session::{self, RunOptions};
+use sramlink_peer::session::{self, AttachOptions, Attached, RunOptions};
 use sramlink_ring::proto::{self, HEADER_LEN, Op};
 use sramlink_ring::service::{Service, Stats};
 use sramlink_ring::{
@@ -53,7 +53,52 @@ fn options(mode: Mode) -> RunOptions {
         stop_guest: true,
         policy: BackoffPolicy::Sleep,
         progress: None,
+        liveness: TIMEOUT,
+        events: false,
+        spin: Duration::ZERO,
     }
+}
+
+fn attach_options(timeout: Duration) -> AttachOptions {
+    AttachOptions {
+        timeout,
+        liveness: timeout,
+        policy: BackoffPolicy::Sleep,
+        cacheable: None,
+    }
+}
+
+/// A guest that serves nothing but the session handshake: acknowledges the first session a
+/// peer asks for and hands back its endpoints at the session's start.
+fn acknowledge_first_session<M>(
+    region: Region<M>,
+) -> JoinHandle<(sramlink_ring::Producer<M>, sramlink_ring::Consumer<M>)>
+where
+    M: SharedMemory + Clone + Send + 'static,
+{
+    thread::spawn(move || {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(request) = region.pending_session(0) {
+                let (_, producer, consumer) =
+                    region.acknowledge_session(request).expect("acknowledge");
+                return (producer, consumer);
+            }
+            assert!(Instant::now() < deadline, "no session request");
+            thread::yield_now();
+        }
+    })
+}
+
+/// Attaches as the peer to a region whose "guest" only acknowledges the session.
+fn attach_to_passive_guest(
+    region: &Region<HeapMemory>,
+    memory: HeapMemory,
+) -> Attached<HeapMemory> {
+    let acknowledger = acknowledge_first_session(region.clone());
+    let attached = session::attach(memory, &attach_options(TIMEOUT), None).expect("attach");
+    acknowledger.join().expect("acknowledging guest");
+    attached
 }
 
 /// Runs `mode` against a guest thread over a `bytes`-byte heap region; returns the peer's
@@ -61,9 +106,10 @@ fn options(mode: Mode) -> RunOptions {
 fn run_against_guest(bytes: usize, run_options: RunOptions) -> (Report, Stats) {
     let memory = heap_memory(bytes);
     let guest = spawn_guest(memory.clone());
-    let region = session::attach(memory, TIMEOUT, run_options.policy).expect("attach to the guest");
+    let region =
+        session::attach(memory, &attach_options(TIMEOUT), None).expect("attach to the guest");
     let mut report = Report::default();
-    session::run(&region, &run_options, &mut report).expect("run");
+    session::run(region, &run_options, &mut report).expect("run");
     let guest_stats = guest.join().expect("guest thread").expect("guest service");
     (report, guest_stats)
 }
@@ -180,10 +226,10 @@ fn busy_poll_policy_runs_too() {
 fn oversized_payload_is_refused_before_sending() {
     let memory = heap_memory(3 * 4096);
     let guest = spawn_guest(memory.clone());
-    let region = session::attach(memory, TIMEOUT, BackoffPolicy::Sleep).expect("attach");
+    let region = session::attach(memory, &attach_options(TIMEOUT), None).expect("attach");
     let mut report = Report::default();
     let error = session::run(
-        &region,
+        region,
         &RunOptions {
             stop_guest: false,
             ..options(Mode::Ping {
@@ -210,7 +256,7 @@ fn garbage_header_is_reported_not_panicked() {
     for offset in (0..64).step_by(4) {
         memory.store_u32(offset, 0xdead_beef);
     }
-    let error = session::attach(memory, Duration::from_millis(50), BackoffPolicy::Sleep)
+    let error = session::attach(memory, &attach_options(Duration::from_millis(50)), None)
         .expect_err("garbage is not a region");
     assert_eq!(error.kind, ErrorKind::Timeout);
     assert!(error.message.contains("never initialised"), "{error}");
@@ -231,7 +277,7 @@ fn version_mismatch_names_both_versions() {
     region.set_state(Role::Guest, SideState::Ready);
     // version_major (u16) and version_minor (u16) share the word at offset 8.
     memory.store_u32(8, 7 | (3 << 16));
-    let error = session::attach(memory, TIMEOUT, BackoffPolicy::Sleep).expect_err("version 7");
+    let error = session::attach(memory, &attach_options(TIMEOUT), None).expect_err("version 7");
     assert_eq!(error.kind, ErrorKind::Attach);
     assert!(error.message.contains("region has 7.3"), "{error}");
     assert!(error.message.contains("this side speaks 1."), "{error}");
@@ -247,14 +293,13 @@ fn garbage_in_the_ring_is_a_protocol_error() {
     )
     .expect("create");
     region.set_state(Role::Guest, SideState::Ready);
-    let peer_region =
-        session::attach(memory.clone(), TIMEOUT, BackoffPolicy::Sleep).expect("header is valid");
+    let peer_region = attach_to_passive_guest(&region, memory.clone());
     // A "guest" that publishes a producer index claiming more bytes than the ring holds:
     // ring 0 (guest -> peer) producer index lives at 0x80.
     memory.store_u32(0x80, 0x7777_7778);
     let mut report = Report::default();
     let error = session::run(
-        &peer_region,
+        peer_region,
         &RunOptions {
             stop_guest: false,
             ..options(Mode::Ping { count: 5, size: 16 })
@@ -269,7 +314,7 @@ fn garbage_in_the_ring_is_a_protocol_error() {
     );
     assert!(report.protocol_errors >= 1);
     assert!(!report.passed());
-    assert_eq!(peer_region.state(Role::Peer), Ok(SideState::Stopped));
+    assert_eq!(region.state(Role::Peer), Ok(SideState::Stopped));
 }
 
 #[test]
@@ -282,15 +327,14 @@ fn garbage_records_are_a_protocol_error() {
     )
     .expect("create");
     region.set_state(Role::Guest, SideState::Ready);
-    let peer_region =
-        session::attach(memory.clone(), TIMEOUT, BackoffPolicy::Sleep).expect("header is valid");
+    let peer_region = attach_to_passive_guest(&region, memory.clone());
     // Ring 0's data area (0x1000) holds a record with an unknown kind, then the producer index
     // (0x80) publishes it.
     memory.store_u64(0x1000, 16 | (9 << 32));
     memory.store_u32(0x80, 24);
     let mut report = Report::default();
     let error = session::run(
-        &peer_region,
+        peer_region,
         &RunOptions {
             stop_guest: false,
             ..options(Mode::Stream {
@@ -316,13 +360,12 @@ fn guest_that_stops_mid_run_is_detected() {
     )
     .expect("create");
     region.set_state(Role::Guest, SideState::Ready);
-    let peer_region =
-        session::attach(memory.clone(), TIMEOUT, BackoffPolicy::Sleep).expect("attach");
+    let peer_region = attach_to_passive_guest(&region, memory.clone());
     // Nobody serves: the guest's state says Stopped, the peer must not wait for the timeout.
     region.set_state(Role::Guest, SideState::Stopped);
     let mut report = Report::default();
     let error = session::run(
-        &peer_region,
+        peer_region,
         &RunOptions {
             stop_guest: false,
             ..options(Mode::Ping { count: 3, size: 8 })
@@ -366,8 +409,9 @@ fn spawn_scripted_guest(
     let geometry = Geometry::for_region(memory.len()).expect("geometry");
     let region = Region::create(memory, geometry).expect("create");
     region.set_state(Role::Guest, SideState::Ready);
+    let session = acknowledge_first_session(region);
     thread::spawn(move || {
-        let (mut producer, mut consumer) = region.endpoints(Role::Guest);
+        let (mut producer, mut consumer) = session.join().expect("session");
         assert_eq!(guest_receive(&mut consumer), Some(Op::StreamRequest));
         for seq in seqs {
             let mut slot = producer.reserve(HEADER_LEN + size).expect("room");
@@ -391,10 +435,10 @@ fn huge_seq_gaps_saturate_lost_without_panicking() {
         16,
         proto::Stats::default(),
     );
-    let region = session::attach(memory, TIMEOUT, BackoffPolicy::Sleep).expect("attach");
+    let region = session::attach(memory, &attach_options(TIMEOUT), None).expect("attach");
     let mut report = Report::default();
     session::run(
-        &region,
+        region,
         &options(Mode::Stream {
             count: 3,
             size: 16,
@@ -466,11 +510,7 @@ fn each_message_header_is_read_once() {
     let message = geometry.rings[0].data_offset + 8;
     let region = Region::create(memory.clone(), geometry).expect("create");
     region.set_state(Role::Guest, SideState::Ready);
-    let (mut producer, _) = region.endpoints(Role::Guest);
-    let mut slot = producer.reserve(HEADER_LEN + 16).expect("room");
-    assert!(proto::write_pattern_message(&mut slot, Op::Data, 0, 16));
-    slot.commit();
-    producer.publish();
+    let session = acknowledge_first_session(region);
 
     let hostile = RewritesSeqAfterFirstRead {
         inner: memory,
@@ -479,10 +519,18 @@ fn each_message_header_is_read_once() {
         rewritten: Arc::new(AtomicBool::new(false)),
     };
     let rewritten = Arc::clone(&hostile.rewritten);
-    let peer_region = session::attach(hostile, TIMEOUT, BackoffPolicy::Sleep).expect("attach");
+    let peer_region = session::attach(hostile, &attach_options(TIMEOUT), None).expect("attach");
+    // The session has started: the message below is the session's first.
+    let (mut producer, mut consumer) = session.join().expect("session");
+    let mut slot = producer.reserve(HEADER_LEN + 16).expect("room");
+    assert!(proto::write_pattern_message(&mut slot, Op::Data, 0, 16));
+    slot.commit();
+    producer.publish();
+    // The guest reads the StreamRequest, so the detaching peer finds ring 1 consumed.
+    let reader = thread::spawn(move || guest_receive(&mut consumer));
     let mut report = Report::default();
     session::run(
-        &peer_region,
+        peer_region,
         &RunOptions {
             stop_guest: false,
             ..options(Mode::Stream {
@@ -494,6 +542,10 @@ fn each_message_header_is_read_once() {
         &mut report,
     )
     .expect("one intact message");
+    assert_eq!(
+        reader.join().expect("guest reader"),
+        Some(Op::StreamRequest)
+    );
     assert!(
         rewritten.load(Ordering::SeqCst),
         "the seq was never rewritten"

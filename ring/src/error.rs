@@ -72,6 +72,30 @@ pub enum Error {
         /// The last value known good (this side's reference point).
         previous: u32,
     },
+    /// The header was re-created (a new guest boot) since this side attached: the magic is
+    /// gone or the generation changed. Nothing of the old header may be used or written.
+    Restarted {
+        /// The generation this side attached to.
+        attached: u32,
+        /// The generation found now (`None`: no valid magic).
+        found: Option<u32>,
+    },
+    /// The region's creator maps it with other memory attributes than this side.
+    AttributeMismatch {
+        /// The creator's mapping, as its `flags` record it.
+        creator: &'static str,
+        /// This side's mapping.
+        ours: &'static str,
+    },
+    /// A session word written by the other side is impossible (ABI §5.7).
+    BadSession {
+        /// The word's name in `docs/ABI.md`.
+        field: &'static str,
+        /// The value read.
+        value: u32,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A record header in a ring is invalid.
     BadRecord {
         /// The ring.
@@ -132,6 +156,36 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "protocol error on ring {ring}: bad {which} index {value:#x} (previous {previous:#x})"
+            ),
+            Error::Restarted {
+                attached,
+                found: Some(found),
+            } => write!(
+                f,
+                "the guest re-created the region (generation {attached:#x} -> {found:#x}): \
+                 it restarted, and nothing of the old session survives"
+            ),
+            Error::Restarted {
+                attached,
+                found: None,
+            } => write!(
+                f,
+                "the region header of generation {attached:#x} is gone (magic cleared): the \
+                 guest is restarting"
+            ),
+            Error::AttributeMismatch { creator, ours } => write!(
+                f,
+                "memory attributes differ: the guest maps the region {creator} (header flags \
+                 bit 0) but this side maps it {ours}; mismatched cacheability loses coherency \
+                 on hardware (docs/ABI.md §1.1)"
+            ),
+            Error::BadSession {
+                field,
+                value,
+                reason,
+            } => write!(
+                f,
+                "protocol error: session word {field} = {value:#x}: {reason}"
             ),
             Error::BadRecord {
                 ring,

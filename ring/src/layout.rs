@@ -15,6 +15,11 @@
 //! 0x140 ├──────────────────────────────────────────────┤
 //!       │ ring 1 (peer → guest) consumer index         │ line 5, written by the guest
 //! 0x180 ├──────────────────────────────────────────────┤
+//!       │ generation, heartbeat, session ack, event    │ line 6 (1.1), written by the guest
+//!       │ port, waiting flag                           │
+//! 0x1c0 ├──────────────────────────────────────────────┤
+//!       │ session request, heartbeat, waiting flag     │ line 7 (1.1), written by the peer
+//! 0x200 ├──────────────────────────────────────────────┤
 //!       │ unused up to the first data area             │
 //! 0x1000├──────────────────────────────────────────────┤ (4 KiB aligned)
 //!       │ ring 0 data (power of two bytes)             │
@@ -33,8 +38,16 @@ use core::mem::{offset_of, size_of};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SRAMLINK");
 /// ABI major version: a reader rejects any other major version.
 pub const VERSION_MAJOR: u16 = 1;
-/// ABI minor version: compatible additions; a reader accepts any minor version.
-pub const VERSION_MINOR: u16 = 0;
+/// ABI minor version: compatible additions; a reader accepts any minor version. 1.1 adds
+/// sessions, liveness, the memory-attribute flag and the notification words (lines 6 and 7).
+pub const VERSION_MINOR: u16 = 1;
+/// The smallest `header_bytes` a reader accepts (version 1.0's header, six lines).
+pub const MIN_HEADER_BYTES: usize = 0x180;
+/// `flags` bit 0: the creator maps the region Normal write-back cacheable; clear: uncached
+/// (Device, or Normal non-cacheable). The other side must map it the same way (ABI §1.1).
+pub const FLAG_CACHEABLE: u32 = 1 << 0;
+/// `event_port` value when the guest publishes no event channel: both sides poll.
+pub const NO_EVENT_PORT: u32 = 0;
 /// Number of rings (one per direction).
 pub const RING_COUNT: u32 = 2;
 /// Size of the cache line each shared index has to itself.
@@ -118,6 +131,46 @@ pub struct RegionHeader {
     pub reserved: [u32; 14],
     /// Shared indices of ring 0 and ring 1.
     pub indices: [RingIndices; 2],
+    /// Line 6 (1.1): written by the guest.
+    pub guest_line: GuestLine,
+    /// Line 7 (1.1): written by the peer.
+    pub peer_line: PeerLine,
+}
+
+/// Line 6 (version 1.1): the guest's session, liveness and notification words.
+#[repr(C, align(64))]
+pub struct GuestLine {
+    /// Creation number of this header: differs from the previous header's (ABI §5.2).
+    pub generation: u32,
+    /// Advanced by the guest on every pass of its serving loop (ABI §5.8).
+    pub heartbeat: u32,
+    /// The session the guest serves (0: none yet); stored after `session_ring0_start`.
+    pub session_ack: u32,
+    /// Ring 0 position where the acknowledged session's messages start.
+    pub session_ring0_start: u32,
+    /// The guest's event-channel port for the peer to bind, or [`NO_EVENT_PORT`].
+    pub event_port: u32,
+    /// 1 while the guest is going to sleep or asleep (notify it); 0 while it polls.
+    pub waiting: u32,
+    /// Zero.
+    pub reserved: [u32; 10],
+}
+
+/// Line 7 (version 1.1): the peer's session, liveness and notification words.
+#[repr(C, align(64))]
+pub struct PeerLine {
+    /// The session the peer asks for (0: none); stored after the two words below.
+    pub session_request: u32,
+    /// The `generation` of the header the request is for.
+    pub session_generation: u32,
+    /// Ring 1 position where the requested session's messages start.
+    pub session_ring1_start: u32,
+    /// Advanced by the peer on every pass of its loop (ABI §5.8).
+    pub heartbeat: u32,
+    /// 1 while the peer is going to sleep or asleep (notify it); 0 while it polls.
+    pub waiting: u32,
+    /// Zero.
+    pub reserved: [u32; 11],
 }
 
 /// Offset of [`RegionHeader::magic`].
@@ -150,6 +203,31 @@ pub const OFF_PEER_STATE: usize = offset_of!(RegionHeader, peer_state);
 pub const OFF_INDICES: usize = offset_of!(RegionHeader, indices);
 /// Size of [`RegionHeader`]: the value of `header_bytes` this version writes.
 pub const HEADER_BYTES: usize = size_of::<RegionHeader>();
+/// Offset of [`GuestLine::generation`].
+pub const OFF_GENERATION: usize = offset_of!(RegionHeader, guest_line);
+/// Offset of [`GuestLine::heartbeat`].
+pub const OFF_GUEST_HEARTBEAT: usize = OFF_GENERATION + offset_of!(GuestLine, heartbeat);
+/// Offset of [`GuestLine::session_ack`].
+pub const OFF_SESSION_ACK: usize = OFF_GENERATION + offset_of!(GuestLine, session_ack);
+/// Offset of [`GuestLine::session_ring0_start`].
+pub const OFF_SESSION_RING0_START: usize =
+    OFF_GENERATION + offset_of!(GuestLine, session_ring0_start);
+/// Offset of [`GuestLine::event_port`].
+pub const OFF_EVENT_PORT: usize = OFF_GENERATION + offset_of!(GuestLine, event_port);
+/// Offset of [`GuestLine::waiting`].
+pub const OFF_GUEST_WAITING: usize = OFF_GENERATION + offset_of!(GuestLine, waiting);
+/// Offset of [`PeerLine::session_request`].
+pub const OFF_SESSION_REQUEST: usize = offset_of!(RegionHeader, peer_line);
+/// Offset of [`PeerLine::session_generation`].
+pub const OFF_SESSION_GENERATION: usize =
+    OFF_SESSION_REQUEST + offset_of!(PeerLine, session_generation);
+/// Offset of [`PeerLine::session_ring1_start`].
+pub const OFF_SESSION_RING1_START: usize =
+    OFF_SESSION_REQUEST + offset_of!(PeerLine, session_ring1_start);
+/// Offset of [`PeerLine::heartbeat`].
+pub const OFF_PEER_HEARTBEAT: usize = OFF_SESSION_REQUEST + offset_of!(PeerLine, heartbeat);
+/// Offset of [`PeerLine::waiting`].
+pub const OFF_PEER_WAITING: usize = OFF_SESSION_REQUEST + offset_of!(PeerLine, waiting);
 
 /// Offset of ring `ring`'s descriptor.
 pub const fn ring_descriptor_offset(ring: usize) -> usize {
@@ -204,7 +282,20 @@ const _: () = assert!(producer_index_offset(0) == 0x080);
 const _: () = assert!(consumer_index_offset(0) == 0x0c0);
 const _: () = assert!(producer_index_offset(1) == 0x100);
 const _: () = assert!(consumer_index_offset(1) == 0x140);
-const _: () = assert!(HEADER_BYTES == 0x180);
+const _: () = assert!(OFF_GENERATION == 0x180);
+const _: () = assert!(OFF_GUEST_HEARTBEAT == 0x184);
+const _: () = assert!(OFF_SESSION_ACK == 0x188);
+const _: () = assert!(OFF_SESSION_RING0_START == 0x18c);
+const _: () = assert!(OFF_EVENT_PORT == 0x190);
+const _: () = assert!(OFF_GUEST_WAITING == 0x194);
+const _: () = assert!(size_of::<GuestLine>() == LINE_BYTES);
+const _: () = assert!(OFF_SESSION_REQUEST == 0x1c0);
+const _: () = assert!(OFF_SESSION_GENERATION == 0x1c4);
+const _: () = assert!(OFF_SESSION_RING1_START == 0x1c8);
+const _: () = assert!(OFF_PEER_HEARTBEAT == 0x1cc);
+const _: () = assert!(OFF_PEER_WAITING == 0x1d0);
+const _: () = assert!(size_of::<PeerLine>() == LINE_BYTES);
+const _: () = assert!(HEADER_BYTES == 0x200);
 const _: () = assert!(HEADER_BYTES <= DATA_ALIGN);
 const _: () = assert!(MAGIC == 0x4b4e_494c_4d41_5253);
 const _: () = assert!(record_bytes(0) == 8 && record_bytes(1) == 16 && record_bytes(8) == 16);

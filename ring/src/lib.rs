@@ -42,8 +42,8 @@
 //! # Modules
 //!
 //! [`layout`] (ABI constants), [`memory`] (access and barriers), [`region`] (create/attach),
-//! [`ring`] (producer and consumer), [`error`], [`proto`] (demo application protocol) and
-//! [`service`] (the guest's serving loop).
+//! [`ring`] (producer and consumer), [`session`] (sessions and notification words, ABI 1.1),
+//! [`error`], [`proto`] (demo application protocol) and [`service`] (the guest's serving loop).
 #![no_std]
 #![deny(missing_docs)]
 
@@ -59,8 +59,12 @@ pub mod proto;
 pub mod region;
 pub mod ring;
 pub mod service;
+pub mod session;
 
 pub use error::{Error, RecvError, SendError};
 pub use memory::{AtomicMemory, Fence, MemoryType, SharedMemory, VolatileMemory};
-pub use region::{Direction, Geometry, Region, RingGeometry, Role, SideState};
+pub use region::{
+    Creation, Direction, Geometry, HeaderInfo, Region, RingGeometry, Role, SideState,
+};
 pub use ring::{Consumer, Producer, ReadSlot, WriteSlot};
+pub use session::{PendingSession, SessionRequest, SessionStart};

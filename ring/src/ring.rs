@@ -42,6 +42,16 @@ impl RingLayout {
         }
     }
 
+    /// Region offset of the shared producer index.
+    pub(crate) fn producer_index(&self) -> usize {
+        self.producer_index
+    }
+
+    /// Region offset of the shared consumer index.
+    pub(crate) fn consumer_index(&self) -> usize {
+        self.consumer_index
+    }
+
     fn bad_index(&self, which: &'static str, value: u32, previous: u32) -> Error {
         Error::BadIndex {
             ring: self.direction,
@@ -52,12 +62,26 @@ impl RingLayout {
     }
 }
 
+/// Which end of a ring is starting: the other end's index is the one blamed when the two
+/// are more than `size` apart (our own index is whatever we, or our predecessor, published).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Producer,
+    Consumer,
+}
+
 /// Checks the indices an endpoint starts from: aligned, and at most `size` bytes in use.
-fn check_start(ring: &RingLayout, producer: u32, consumer: u32) -> Option<Error> {
+/// A misaligned index is blamed on itself; a distance over `size` on the other end's index.
+fn check_start(ring: &RingLayout, starting: End, producer: u32, consumer: u32) -> Option<Error> {
     if producer % 8 != 0 {
         Some(ring.bad_index("producer", producer, consumer))
-    } else if consumer % 8 != 0 || producer.wrapping_sub(consumer) > ring.size {
+    } else if consumer % 8 != 0 {
         Some(ring.bad_index("consumer", consumer, producer))
+    } else if producer.wrapping_sub(consumer) > ring.size {
+        Some(match starting {
+            End::Producer => ring.bad_index("consumer", consumer, producer),
+            End::Consumer => ring.bad_index("producer", producer, consumer),
+        })
     } else {
         None
     }
@@ -80,13 +104,12 @@ pub struct Producer<M> {
 }
 
 impl<M: SharedMemory> Producer<M> {
-    pub(crate) fn new(memory: M, ring: RingLayout) -> Self {
-        let producer = memory.load_u32(ring.producer_index);
-        let consumer = memory.load_u32(ring.consumer_index);
-        // Barrier: the consumer-index load before our later stores into the space it frees.
-        // ISH: the consumer is a PE in our inner-shareable domain.
-        memory.fence(Fence::Acquire);
-        let fault = check_start(&ring, producer, consumer);
+    /// A producer that starts at `producer` (its head, already published) and takes the
+    /// consumer to be at `consumer`, without loading either index: the caller loaded them (or,
+    /// at a session start, took them from the handshake, `docs/ABI.md` §5.7) and ordered those
+    /// loads before our first store with an acquire barrier.
+    pub(crate) fn starting_at(memory: M, ring: RingLayout, producer: u32, consumer: u32) -> Self {
+        let fault = check_start(&ring, End::Producer, producer, consumer);
         Producer {
             memory,
             ring,
@@ -350,13 +373,12 @@ pub struct Consumer<M> {
 }
 
 impl<M: SharedMemory> Consumer<M> {
-    pub(crate) fn new(memory: M, ring: RingLayout) -> Self {
-        let producer = memory.load_u32(ring.producer_index);
-        let consumer = memory.load_u32(ring.consumer_index);
-        // Barrier: the producer-index load before our loads of the records it covers.
-        // ISH: the producer is a PE in our inner-shareable domain.
-        memory.fence(Fence::Acquire);
-        let fault = check_start(&ring, producer, consumer);
+    /// A consumer that starts at `consumer` (its tail, already published) with the producer
+    /// known to be at `producer`, without loading either index (see [`Producer::starting_at`]:
+    /// the caller's acquire barrier orders its index loads before our record loads). With
+    /// `producer == consumer` its first read loads and acquires the producer index itself.
+    pub(crate) fn starting_at(memory: M, ring: RingLayout, producer: u32, consumer: u32) -> Self {
+        let fault = check_start(&ring, End::Consumer, producer, consumer);
         Consumer {
             memory,
             ring,

@@ -11,8 +11,55 @@ use crate::proto::{
 };
 use crate::region::{Region, Role, SideState};
 use crate::ring::{Consumer, Producer, ReadSlot};
+use crate::session::SessionStart;
 
 pub use crate::proto::Stats;
+
+/// A peer started a new session (ABI §5.7): what the guest reports about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionEvent {
+    /// Where the new session starts.
+    pub start: SessionStart,
+    /// The session it replaces (0: the 1.0-style service before any session).
+    pub previous: u32,
+    /// The counters of the replaced session alone (the boot's totals go on).
+    pub previous_stats: Stats,
+    /// Bytes the replaced session left unread in ring 1, skipped without being read.
+    pub skipped_bytes: u32,
+}
+
+/// How the serving loop waits when a pass found nothing to do, and how it notifies the peer.
+///
+/// With notifications (ABI §4.6, the hold-off) the loop, when [`Idle::pause`] asks to sleep,
+/// arms the guest's waiting word, makes one more full pass (the re-check: anything the peer
+/// published before seeing the word armed is found there), and only if that pass finds nothing
+/// either calls [`Idle::sleep`]; it disarms when it wakes or finds work. After every pass that
+/// published something it calls [`Idle::notify`] if the peer's waiting word is armed.
+pub trait Idle {
+    /// A pass found nothing to do (`progressed`: a message was sent or handled since the
+    /// previous call): pause briefly and return `false`, or return `true` to sleep until
+    /// notified (only when the guest can be notified).
+    fn pause(&mut self, progressed: bool) -> bool;
+    /// Sleeps until a notification (or any other wake-up: spurious ones are harmless).
+    /// Called armed, after a re-check pass found nothing.
+    fn sleep(&mut self);
+    /// The peer is armed and something was published: wake it.
+    fn notify(&mut self);
+}
+
+/// An [`Idle`] that never sleeps or notifies: it calls its closure on every idle pass.
+struct Polling<F>(F);
+
+impl<F: FnMut(bool)> Idle for Polling<F> {
+    fn pause(&mut self, progressed: bool) -> bool {
+        (self.0)(progressed);
+        false
+    }
+
+    fn sleep(&mut self) {}
+
+    fn notify(&mut self) {}
+}
 
 /// Messages handled (received or sent) per step before publishing and switching direction.
 const BATCH: usize = 64;
@@ -50,6 +97,14 @@ pub struct Service<M> {
     stream_requests: SequenceTracker,
     stops: SequenceTracker,
     stream: Option<Stream>,
+    /// The acknowledged session (0 until a 1.1 peer asks for one: served as in 1.0).
+    session: u32,
+    /// The counters since the current session started.
+    session_stats: Stats,
+    /// The last heartbeat stored.
+    heartbeat: u32,
+    /// The guest's waiting word is armed (ABI §4.6).
+    armed: bool,
 }
 
 impl<M: SharedMemory + Clone> Service<M> {
@@ -66,7 +121,72 @@ impl<M: SharedMemory + Clone> Service<M> {
             stream_requests: SequenceTracker::new(),
             stops: SequenceTracker::new(),
             stream: None,
+            session: 0,
+            session_stats: Stats::default(),
+            heartbeat: 0,
+            armed: false,
         }
+    }
+
+    /// The acknowledged session (0: none yet).
+    pub fn session(&self) -> u32 {
+        self.session
+    }
+
+    /// Starts the session the peer asked for, if any: the old session's last work is
+    /// published, what it left in ring 1 is skipped, its stream and sequence numbers are
+    /// forgotten, and the acknowledgement names where the new one starts in ring 0.
+    fn switch_session(&mut self) -> Result<Option<SessionEvent>, Error> {
+        let Some(request) = self.region.pending_session(self.session) else {
+            return Ok(None);
+        };
+        self.producer.publish();
+        self.consumer.publish();
+        let released = self
+            .region
+            .memory()
+            .load_u32(crate::layout::consumer_index_offset(1));
+        let (start, producer, consumer) = self.region.acknowledge_session(request)?;
+        let event = SessionEvent {
+            start,
+            previous: self.session,
+            previous_stats: self.session_stats,
+            skipped_bytes: start.ring1_start.wrapping_sub(released),
+        };
+        self.producer = producer;
+        self.consumer = consumer;
+        self.session = start.session;
+        self.session_stats = Stats::default();
+        self.stream = None;
+        self.echo_requests = SequenceTracker::new();
+        self.data = SequenceTracker::new();
+        self.stream_requests = SequenceTracker::new();
+        self.stops = SequenceTracker::new();
+        Ok(Some(event))
+    }
+
+    /// Advances the heartbeat word (ABI §5.8): once per pass of the loop.
+    fn beat(&mut self) {
+        self.heartbeat = self.heartbeat.wrapping_add(1);
+        self.region.beat(Role::Guest, self.heartbeat);
+    }
+
+    /// Adds what the last pass counted to the session's counters too.
+    fn count_session(&mut self, before: Stats) {
+        let after = self.stats;
+        let add = |total: &mut u64, now: u64, then: u64| {
+            *total = total.saturating_add(now.saturating_sub(then))
+        };
+        let session = &mut self.session_stats;
+        add(&mut session.received, after.received, before.received);
+        add(&mut session.sent, after.sent, before.sent);
+        add(&mut session.corrupted, after.corrupted, before.corrupted);
+        add(&mut session.lost, after.lost, before.lost);
+        add(
+            &mut session.protocol_errors,
+            after.protocol_errors,
+            before.protocol_errors,
+        );
     }
 
     /// The counters so far.
@@ -78,27 +198,92 @@ impl<M: SharedMemory + Clone> Service<M> {
     /// then sets the guest's state to Stopped and returns the counters (the snapshot sent in
     /// the Stats reply, which does not count that reply).
     ///
-    /// `idle(progressed)` is called whenever a pass found nothing to do (e.g. a `wfe`-based
-    /// backoff); `progressed` says whether any message was sent or handled since the previous
-    /// call (or since the start), so that a backoff can start its spin phase over.
-    /// Invalid shared-memory values (indices, record headers, state words) end it with `Err`.
+    /// `idle` is called whenever a pass found nothing to do (e.g. a `wfe`-based backoff), told
+    /// whether any message was sent or handled since its previous call (or since the start),
+    /// so that a backoff can start its spin phase over.
+    /// Invalid shared-memory values (indices, record headers, state words, session words) end
+    /// it with `Err`, after publishing whatever ring is still healthy and storing Stopped
+    /// (ABI §5.4), so the peer sees why instead of timing out.
     ///
     /// It never waits for the peer without watching the peer's state word: if the peer sets
     /// Stopped while the Stats reply waits for room in a full ring, the reply is dropped and
     /// `run` returns the counters as after a normal stop.
-    pub fn run(&mut self, mut idle: impl FnMut(bool)) -> Result<Stats, Error> {
+    pub fn run(&mut self, idle: impl FnMut(bool)) -> Result<Stats, Error> {
+        self.run_with(idle, |_| {})
+    }
+
+    /// [`Service::run`], calling `on_session` whenever a peer starts a new session.
+    pub fn run_with(
+        &mut self,
+        idle: impl FnMut(bool),
+        on_session: impl FnMut(&SessionEvent),
+    ) -> Result<Stats, Error> {
+        self.run_notified(&mut Polling(idle), on_session)
+    }
+
+    /// [`Service::run_with`] with notifications: `idle` may sleep, armed, and is asked to
+    /// notify the peer when the peer is armed (see [`Idle`]).
+    pub fn run_notified(
+        &mut self,
+        idle: &mut impl Idle,
+        mut on_session: impl FnMut(&SessionEvent),
+    ) -> Result<Stats, Error> {
+        let result = self.serve(idle, &mut on_session);
+        if self.armed {
+            self.region.disarm(Role::Guest);
+            self.armed = false;
+        }
+        if result.is_err() {
+            // A faulted endpoint's publish does nothing: only the healthy ring's index goes
+            // out, then Stopped (set_state's FULL barrier orders the two).
+            self.producer.publish();
+            self.consumer.publish();
+            self.region.set_state(Role::Guest, SideState::Stopped);
+        }
+        result
+    }
+
+    fn serve(
+        &mut self,
+        idle: &mut impl Idle,
+        on_session: &mut impl FnMut(&SessionEvent),
+    ) -> Result<Stats, Error> {
         let mut progressed = false;
         loop {
+            self.beat();
+            if let Some(event) = self.switch_session()? {
+                on_session(&event);
+                // The acknowledgement is a publication the peer may be asleep for.
+                if self.region.notify_needed(Role::Peer) {
+                    idle.notify();
+                }
+            }
+            let before = self.stats;
             let sent = self.pump_stream()?;
             let (received, stop) = self.serve_incoming()?;
             self.producer.publish();
             self.consumer.publish();
+            self.count_session(before);
+            if sent || received || stop {
+                if self.armed {
+                    self.region.disarm(Role::Guest);
+                    self.armed = false;
+                }
+                // `notify_needed` orders the publishing stores above before its load of the
+                // peer's waiting word (FULL barrier, ABI §4.6).
+                if self.region.notify_needed(Role::Peer) {
+                    idle.notify();
+                }
+            }
             if stop {
                 let stats = self.stats;
                 // Not delivered only if the peer stopped meanwhile: it no longer reads, and
                 // the counters are still returned to our caller.
-                let _delivered = self.send_stats(stats, &mut idle)?;
+                let _delivered = self.send_stats(stats, idle)?;
                 self.region.set_state(Role::Guest, SideState::Stopped);
+                if self.region.notify_needed(Role::Peer) {
+                    idle.notify();
+                }
                 return Ok(stats);
             }
             if !sent && !received {
@@ -106,7 +291,17 @@ impl<M: SharedMemory + Clone> Service<M> {
                     self.region.set_state(Role::Guest, SideState::Stopped);
                     return Ok(self.stats);
                 }
-                idle(core::mem::take(&mut progressed));
+                if self.armed {
+                    // Armed, and the re-check pass found nothing: any later publication by
+                    // the peer sees the word armed and notifies.
+                    idle.sleep();
+                    self.region.disarm(Role::Guest);
+                    self.armed = false;
+                } else if idle.pause(core::mem::take(&mut progressed)) {
+                    // The next pass is the re-check.
+                    self.region.arm(Role::Guest);
+                    self.armed = true;
+                }
             } else {
                 progressed = true;
             }
@@ -172,9 +367,9 @@ impl<M: SharedMemory + Clone> Service<M> {
     /// While the ring is full it checks the peer's state word on every attempt: a peer that
     /// sent Stop and then stopped (or died after writing Stopped) will never drain the ring,
     /// so `Stopped` ends the wait with `Ok(false)` (a normal stop, the Stats not delivered)
-    /// and an invalid state word with `Err`. Offline and Ready keep waiting: a peer that
-    /// (re)attaches drains the ring.
-    fn send_stats(&mut self, stats: Stats, idle: &mut impl FnMut(bool)) -> Result<bool, Error> {
+    /// and an invalid state word with `Err`. So does a new session request: the Stop's
+    /// session is over and its Stats belong to nobody. Offline and Ready keep waiting.
+    fn send_stats(&mut self, stats: Stats, idle: &mut impl Idle) -> Result<bool, Error> {
         let seq = 0;
         // The Stop just handled is progress; waiting for room is not.
         let mut progressed = true;
@@ -183,10 +378,14 @@ impl<M: SharedMemory + Clone> Service<M> {
                 Ok(()) => return Ok(true),
                 Err(SendError::Full) => {
                     // `state` issues the acquire barrier after its load (see Region::state).
-                    if self.region.state(Role::Peer)? == SideState::Stopped {
+                    if self.region.state(Role::Peer)? == SideState::Stopped
+                        || self.region.pending_session(self.session).is_some()
+                    {
                         return Ok(false);
                     }
-                    idle(core::mem::take(&mut progressed));
+                    self.beat();
+                    // Waits for room by polling: the Stats reply is the last message.
+                    let _ = idle.pause(core::mem::take(&mut progressed));
                 }
                 Err(SendError::Protocol(error)) => return Err(error),
                 Err(SendError::TooLarge { len, max }) => {

@@ -68,13 +68,13 @@ fn create_writes_the_documented_header() {
     ));
     let memory = heap_memory(0x100_0000);
     let region = Region::create(memory.clone(), geometry).unwrap();
-    let bytes: Vec<u8> = (0..0x180)
+    let bytes: Vec<u8> = (0..0x200)
         .step_by(4)
         .flat_map(|offset| memory.load_u32(offset).to_le_bytes())
         .collect();
     assert_eq!(&bytes[0..8], b"SRAMLINK");
-    assert_eq!(&bytes[8..12], &[1, 0, 0, 0]);
-    assert_eq!(&bytes[12..16], &[0x80, 1, 0, 0]);
+    assert_eq!(&bytes[8..12], &[1, 0, 1, 0]);
+    assert_eq!(&bytes[12..16], &[0, 2, 0, 0]);
     assert_eq!(&bytes[16..24], &[0, 0, 0, 1, 0, 0, 0, 0]);
     assert_eq!(&bytes[24..28], &[2, 0, 0, 0]);
     assert_eq!(
@@ -85,7 +85,10 @@ fn create_writes_the_documented_header() {
         &bytes[0x30..0x40],
         &[0, 0x10, 0x40, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0]
     );
-    assert!(bytes[0x40..].iter().all(|byte| *byte == 0));
+    assert!(bytes[0x40..0x180].iter().all(|byte| *byte == 0));
+    // Generation 1 (no valid header before, seed 0), then zeros (no session, no port).
+    assert_eq!(&bytes[0x180..0x184], &[1, 0, 0, 0]);
+    assert!(bytes[0x184..].iter().all(|byte| *byte == 0));
     assert_eq!(region.state(Role::Guest), Ok(SideState::Offline));
     region.set_state(Role::Guest, SideState::Ready);
     assert_eq!(memory.load_u32(OFF_GUEST_STATE), 1);
@@ -688,13 +691,15 @@ fn abi_worked_example() {
     let (mut producer, _) = guest.endpoints(Role::Guest);
     producer.send(b"hello").unwrap();
     let expected = [
-        (0x00, "53 52 41 4d 4c 49 4e 4b 01 00 00 00 80 01 00 00"),
+        (0x00, "53 52 41 4d 4c 49 4e 4b 01 00 01 00 00 02 00 00"),
         (0x10, "00 00 00 01 00 00 00 00 02 00 00 00 00 00 00 00"),
         (0x20, "00 10 00 00 00 00 00 00 00 00 40 00 00 00 00 00"),
         (0x30, "00 10 40 00 00 00 00 00 00 00 40 00 00 00 00 00"),
         (0x40, "01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"),
         (0x80, "10 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"),
         (0xc0, "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"),
+        (0x180, "01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"),
+        (0x1c0, "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"),
         (0x1000, "05 00 00 00 00 00 00 00 68 65 6c 6c 6f 00 00 00"),
     ];
     for (offset, line) in expected {

@@ -457,6 +457,131 @@ fn verify_pattern_payload_uses_the_header_it_is_given() {
     }
 }
 
+/// A doorbell: one side rings, the other sleeps until rung (a stand-in for an event channel).
+#[derive(Default)]
+struct Doorbell {
+    rung: std::sync::Mutex<bool>,
+    wake: std::sync::Condvar,
+}
+
+/// How long a sleeper waits for its doorbell before the sleep counts as a lost wake-up.
+const LOST_WAKE_UP: Duration = Duration::from_secs(5);
+
+impl Doorbell {
+    fn ring(&self) {
+        *self.rung.lock().unwrap() = true;
+        self.wake.notify_one();
+    }
+
+    /// Sleeps until rung; false if [`LOST_WAKE_UP`] passed first.
+    fn sleep(&self) -> bool {
+        let rung = self.rung.lock().unwrap();
+        let (mut rung, timeout) = self
+            .wake
+            .wait_timeout_while(rung, LOST_WAKE_UP, |rung| !*rung)
+            .unwrap();
+        *rung = false;
+        !timeout.timed_out()
+    }
+}
+
+/// The guest's waiting in the test: a few polls, then sleep on its doorbell.
+struct SleepyGuest {
+    own: std::sync::Arc<Doorbell>,
+    peer: std::sync::Arc<Doorbell>,
+    polls: u32,
+    sleeps: u64,
+    lost: u64,
+}
+
+impl sramlink_ring::service::Idle for SleepyGuest {
+    fn pause(&mut self, _progressed: bool) -> bool {
+        self.polls += 1;
+        if self.polls < 4 {
+            thread::yield_now();
+            return false;
+        }
+        self.polls = 0;
+        true
+    }
+
+    fn sleep(&mut self) {
+        self.sleeps += 1;
+        if !self.own.sleep() {
+            self.lost += 1;
+        }
+    }
+
+    fn notify(&mut self) {
+        self.peer.ring();
+    }
+}
+
+#[test]
+fn notified_service_sleeps_and_loses_no_wake_up() {
+    use std::sync::Arc;
+    let (guest_region, region) = linked_pair(4096);
+    let guest_bell = Arc::new(Doorbell::default());
+    let peer_bell = Arc::new(Doorbell::default());
+    let mut idle = SleepyGuest {
+        own: Arc::clone(&guest_bell),
+        peer: Arc::clone(&peer_bell),
+        polls: 0,
+        sleeps: 0,
+        lost: 0,
+    };
+    let guest = thread::spawn(move || {
+        let stats = Service::new(guest_region).run_notified(&mut idle, |_| {});
+        (stats, idle.sleeps, idle.lost)
+    });
+    let (mut producer, mut consumer) = region.endpoints(Role::Peer);
+    let mut peer_lost = 0;
+    let ring_guest = |region: &Region<HeapMemory>| {
+        if region.notify_needed(Role::Guest) {
+            guest_bell.ring();
+        }
+    };
+    for seq in 0..2000u64 {
+        if seq % 2 == 0 {
+            // Every other request goes to a guest that has armed (is about to sleep, or
+            // sleeps): only the notification can wake it.
+            wait_for("the guest to arm", || {
+                region.notify_needed(Role::Guest).then_some(())
+            });
+        }
+        let mut payload = vec![0u8; 40];
+        proto::fill_payload(seq, &mut payload);
+        proto::send_message(&mut producer, Op::EchoRequest, seq, &payload).expect("room");
+        ring_guest(&region);
+        // Wait for the reply the way the peer does: look, arm, look again, sleep.
+        let (header, reply) = loop {
+            if let Some(message) = try_recv_from(&mut consumer) {
+                break message;
+            }
+            region.arm(Role::Peer);
+            if let Some(message) = try_recv_from(&mut consumer) {
+                region.disarm(Role::Peer);
+                break message;
+            }
+            if !peer_bell.sleep() {
+                peer_lost += 1;
+            }
+            region.disarm(Role::Peer);
+        };
+        consumer.publish();
+        ring_guest(&region);
+        check_pattern_message(&header, &reply, Op::EchoReply, seq, 40);
+    }
+    proto::send_message(&mut producer, Op::Stop, 0, &[]).expect("room");
+    ring_guest(&region);
+    let (stats, sleeps, guest_lost) = join(guest);
+    assert_eq!(stats.expect("service").received, 2001);
+    // At least every other request found the guest armed; it then sleeps unless its re-check
+    // pass already sees the request.
+    assert!(sleeps >= 500, "the guest slept only {sleeps} times");
+    assert_eq!((guest_lost, peer_lost), (0, 0), "wake-ups lost");
+}
+
 #[test]
 fn idle_hook_is_told_whether_work_was_done_since_its_last_call() {
     use std::sync::{Arc, Mutex};
@@ -493,4 +618,133 @@ fn idle_hook_is_told_whether_work_was_done_since_its_last_call() {
     // Nothing happened before the request; exactly one call follows the work.
     assert!(calls[..before].iter().all(|&progressed| !progressed));
     assert_eq!(calls.iter().filter(|&&progressed| progressed).count(), 1);
+}
+
+/// Starts a new session on `peer` (ABI §5.7): its endpoints are replaced by the session's.
+fn new_session(peer: &mut Peer) -> sramlink_ring::SessionStart {
+    let pending = peer.region.request_session().expect("request");
+    let (start, producer, consumer) = wait_for("the session acknowledgement", || {
+        peer.region
+            .session_started(pending)
+            .expect("acknowledgement")
+    });
+    peer.producer = producer;
+    peer.consumer = consumer;
+    start
+}
+
+/// A peer dies with requests unanswered, replies unread and a long stream in flight; the next
+/// peer's session sees none of it, and its own messages exactly once, in order.
+#[test]
+fn a_new_session_sees_nothing_of_the_old_one() {
+    let mut peer = start(4096);
+    // The "killed" peer: a stream far larger than the ring, echo requests, nothing read.
+    peer.send(
+        Op::StreamRequest,
+        0,
+        &StreamRequest {
+            count: 1_000_000,
+            size: 100,
+        }
+        .encode(),
+    );
+    for seq in 0..5 {
+        peer.send_pattern(Op::EchoRequest, seq, 32);
+    }
+    // Let the guest fill ring 0 with stream data for the dead peer.
+    wait_for("ring 0 to fill up", || {
+        let used = peer
+            .region
+            .memory()
+            .load_u32(layout::producer_index_offset(0))
+            .wrapping_sub(
+                peer.region
+                    .memory()
+                    .load_u32(layout::consumer_index_offset(0)),
+            );
+        (used > 4096 - 256).then_some(())
+    });
+    for attempt in 0..3 {
+        let start = new_session(&mut peer);
+        assert_eq!(start.session, attempt + 1);
+        for seq in 0..20 {
+            peer.send_pattern(Op::EchoRequest, seq, 40);
+            let (header, payload) = peer.recv();
+            check_pattern_message(&header, &payload, Op::EchoReply, seq, 40);
+        }
+        assert!(peer.try_recv().is_none(), "nothing else arrives");
+    }
+    let (reported, returned) = peer.stop();
+    assert_eq!(reported, returned);
+    assert_eq!(
+        (reported.lost, reported.corrupted, reported.protocol_errors),
+        (0, 0, 0),
+        "{reported:?}"
+    );
+}
+
+/// A guest that re-creates the region is noticed by a peer that attached to the old header.
+#[test]
+fn a_restarted_guest_is_noticed() {
+    let (guest, peer) = linked_pair(64);
+    assert_eq!(peer.check_generation(), Ok(()));
+    let old = guest.info().generation.expect("1.1 header");
+    let again = Region::create(guest.memory().clone(), *guest.geometry()).unwrap();
+    let new = again.info().generation.expect("1.1 header");
+    assert_ne!(old, new);
+    assert_eq!(
+        peer.check_generation(),
+        Err(Error::Restarted {
+            attached: old,
+            found: Some(new)
+        })
+    );
+    // A request for the old generation is ignored by the new guest.
+    let pending = peer.request_session().unwrap();
+    assert!(again.pending_session(0).is_none());
+    assert!(matches!(peer.session_started(pending), Ok(None)));
+}
+
+/// The creator's mapping is recorded and a different one refused (ABI §1.1).
+#[test]
+fn memory_attributes_must_match() {
+    let geometry = small_geometry(64);
+    let memory = common::heap_memory(geometry.region_bytes);
+    let creation = sramlink_ring::Creation {
+        cacheable: true,
+        seed: 7,
+    };
+    let guest = Region::create_with(memory.clone(), geometry, creation).unwrap();
+    assert_eq!(guest.info().generation, Some(7));
+    let peer = Region::attach(memory).unwrap();
+    assert!(peer.info().creator_cacheable());
+    assert_eq!(peer.check_attributes(true), Ok(()));
+    let error = peer.check_attributes(false).unwrap_err();
+    assert!(
+        error.to_string().contains("Normal write-back cacheable"),
+        "{error}"
+    );
+}
+
+/// A fatal ring error: the guest publishes the healthy ring and stores Stopped (ABI §5.4).
+#[test]
+fn a_fatal_error_publishes_the_healthy_ring_then_stops() {
+    let mut peer = start(4096);
+    peer.send_pattern(Op::EchoRequest, 0, 16);
+    let (header, _) = peer.recv();
+    assert_eq!(header.op(), Some(Op::EchoReply));
+    // A producer index on ring 1 that claims more than the ring holds.
+    peer.region
+        .memory()
+        .store_u32(layout::producer_index_offset(1), 0x7777_7778);
+    let result = join(peer.guest);
+    assert!(matches!(result, Err(Error::BadIndex { .. })), "{result:?}");
+    assert_eq!(peer.region.state(Role::Guest), Ok(SideState::Stopped));
+    // The reply's bytes were published on ring 0 before Stopped.
+    assert_eq!(
+        peer.region
+            .memory()
+            .load_u32(layout::producer_index_offset(0)),
+        8 + 24 + 16
+    );
 }

@@ -7,7 +7,7 @@
 mod aarch64;
 
 #[cfg(target_arch = "aarch64")]
-pub use aarch64::{cpu, layout, mmu, psci, timer};
+pub use aarch64::{cpu, gic, hypercall, layout, mmu, psci, timer};
 
 #[cfg(not(target_arch = "aarch64"))]
 compile_error!("the sramlink guest kernel runs on AArch64 only");

@@ -311,6 +311,7 @@ fn run_good(image: &Path, peer: &Path, options: &DemoOptions, name: &str) -> Res
     let case = Case {
         name: match options.guest_idle {
             GuestIdle::Wfe => "bare-good",
+            GuestIdle::Irq => "bare-good-guest-irq",
             GuestIdle::BusyPoll => "bare-good-guest-busy-poll",
         },
         sram_node: layout.good_sram_node(),
@@ -322,15 +323,32 @@ fn run_good(image: &Path, peer: &Path, options: &DemoOptions, name: &str) -> Res
     let ram = RamFile::create(case.name, layout)?;
     let mut qemu = boot(&case, layout, image, &ram)?;
     qemu.set_fatal_patterns(&["sramlink: error:"]);
+    // Without Xen there are no events: the guest must say so and poll (irq falls back to wfe).
+    qemu.expect(
+        "guest runs without events on bare QEMU",
+        "sramlink: events: off (no Xen:",
+        BOOT_TIMEOUT,
+    )?;
+    let policy = match case.guest_idle {
+        GuestIdle::Irq => {
+            qemu.expect(
+                "guest falls back from irq to wfe without events",
+                "sramlink: idle policy irq needs Xen events: waiting with wfe instead",
+                BOOT_TIMEOUT,
+            )?;
+            GuestIdle::Wfe
+        }
+        other => other,
+    };
     qemu.expect(
         "guest idle policy from its command line",
-        &format!("sramlink: idle policy: {}", case.guest_idle.name()),
+        &format!("sramlink: idle policy: {}", policy.name()),
         BOOT_TIMEOUT,
     )?;
     qemu.expect("guest ring ready", "sramlink: ring ready", BOOT_TIMEOUT)?;
 
     let mut runs = Vec::new();
-    for args in plan::peer_runs(options.count, options.size, options.busy_poll) {
+    for args in plan::peer_runs(options.count, options.size, options.busy_poll, false, 0) {
         runs.push(run_peer(peer, &ram, layout, &args)?);
     }
 
@@ -526,6 +544,283 @@ fn write_garbage(ram: &RamFile, layout: Layout) -> Result<()> {
     Ok(())
 }
 
+/// Peer modes the restart test cycles through (killed runs and the runs after them).
+const RESTART_MODES: &[&[&str]] = &[
+    &["ping"],
+    &["echo", "--window", "8"],
+    &["stream", "--direction", "both"],
+    &["stream", "--direction", "to-guest"],
+    &["stream", "--direction", "from-guest"],
+];
+
+/// Messages each surviving session exchanges: small, so 100 restarts stay fast under TCG.
+const RESTART_SESSION_COUNT: u64 = 300;
+
+/// `--timeout` of the surviving sessions; a run longer than this plus [`RESTART_GRACE`] is a
+/// failure ("no run past its timeout").
+const RESTART_TIMEOUT_SECS: u64 = 10;
+const RESTART_GRACE: Duration = Duration::from_secs(5);
+
+/// Latest moment of a kill after the killed peer started (uniform in `0..=` this): from
+/// before it attached to deep inside its run.
+const RESTART_KILL_WITHIN_MS: u64 = 400;
+
+/// A small xorshift generator: the kill moments, reproducible from the printed seed.
+struct Moments(u64);
+
+impl Moments {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % (bound + 1)
+    }
+}
+
+/// The peer's command for one run of the restart test.
+fn restart_peer_command(
+    peer: &Path,
+    ram: &RamFile,
+    layout: Layout,
+    mode: &[&str],
+    count: u64,
+    timeout_secs: u64,
+    stop_guest: bool,
+) -> Command {
+    let mut command = Command::new(peer);
+    command
+        .arg("--file")
+        .arg(&ram.0)
+        .args(["--offset", &format!("{:#x}", layout.file_offset())])
+        .args(["--size", &format!("{:#x}", layout.region.size)])
+        .args(["--json", "--timeout", &timeout_secs.to_string()])
+        .args(mode)
+        .args(["--count", &count.to_string(), "--size", "64"]);
+    if stop_guest {
+        command.arg("--stop-guest");
+    }
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+}
+
+/// Runs one surviving session to its end (killing it past its timeout plus grace); its report.
+fn run_surviving_peer(mut command: Command, what: &str) -> Result<Map<String, serde_json::Value>> {
+    let started = std::time::Instant::now();
+    let mut child = command.spawn().context("starting the host peer")?;
+    let limit = Duration::from_secs(RESTART_TIMEOUT_SECS) + RESTART_GRACE;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{what}: the peer ran past its --timeout {RESTART_TIMEOUT_SECS} s (killed at {limit:?})"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let output = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report = match report::find_peer_report(&stdout) {
+        Some(parsed) => parsed?,
+        None => bail!(
+            "{what}: the peer printed no report ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    };
+    if !output.status.success() {
+        bail!(
+            "{what}: the peer exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(report)
+}
+
+/// A `sramlink: session S (skipped N B); session P: received=…` console line: (S, P, counters).
+fn parse_session_line(line: &str) -> Option<(u64, u64, Map<String, serde_json::Value>)> {
+    let rest = &line[line.find("sramlink: session ")? + "sramlink: session ".len()..];
+    let (new, rest) = rest.split_once(' ')?;
+    let rest = &rest[rest.find("; session ")? + "; session ".len()..];
+    let (previous, rest) = rest.split_once(':')?;
+    let stats = report::parse_guest_stats(&format!("{}{}", report::GUEST_STATS_MARKER, rest))?;
+    Some((new.parse().ok()?, previous.parse().ok()?, stats))
+}
+
+fn field(object: &Map<String, serde_json::Value>, key: &str) -> u64 {
+    object
+        .get(key)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(u64::MAX)
+}
+
+/// The restart test (issue 8): `restarts` times, a peer in one of the modes is SIGKILLed at a
+/// random moment and a new peer runs a small session in another mode. Every new session must
+/// complete its count with nothing lost, corrupted, stale or duplicated and within its
+/// timeout; at the end a peer stops the guest, and the guest's per-session counters (one
+/// console line per new session) must add up to its totals and match every surviving peer's.
+fn run_restarts(image: &Path, peer: &Path, restarts: usize) -> Result<()> {
+    let layout = Layout::load()?;
+    let case = Case {
+        name: "bare-peer-restarts",
+        sram_node: layout.good_sram_node(),
+        entry: EntryLevel::El1,
+        expected_error: None,
+        garbage: false,
+        guest_idle: GuestIdle::Wfe,
+    };
+    let seed = std::env::var("SRAMLINK_RESTART_SEED")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |since| since.as_nanos() as u64)
+                | 1
+        });
+    println!(
+        "xtask: restart test: {restarts} kills, seed {seed} (SRAMLINK_RESTART_SEED replays it)"
+    );
+    let mut moments = Moments(seed);
+    let ram = RamFile::create(case.name, layout)?;
+    let mut qemu = boot(&case, layout, image, &ram)?;
+    qemu.set_fatal_patterns(&["sramlink: error:"]);
+    qemu.expect("guest ring ready", "sramlink: ring ready", BOOT_TIMEOUT)?;
+    let started = std::time::Instant::now();
+    // Session number -> (peer sent, peer received) of every surviving session.
+    let mut survivors = std::collections::BTreeMap::new();
+    for round in 0..restarts {
+        let killed_mode = RESTART_MODES[round % RESTART_MODES.len()];
+        let mut victim =
+            restart_peer_command(peer, &ram, layout, killed_mode, 100_000_000, 30, false)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting the peer to kill")?;
+        let delay = moments.next(RESTART_KILL_WITHIN_MS);
+        std::thread::sleep(Duration::from_millis(delay));
+        // `Child::kill` is SIGKILL: the peer gets no chance to leave cleanly.
+        victim.kill().context("SIGKILL")?;
+        victim.wait()?;
+        let mode = RESTART_MODES[(round + 2) % RESTART_MODES.len()];
+        let what = format!(
+            "restart {}/{restarts}: {} after a {} killed at {delay} ms",
+            round + 1,
+            mode.join(" "),
+            killed_mode.join(" ")
+        );
+        let command = restart_peer_command(
+            peer,
+            &ram,
+            layout,
+            mode,
+            RESTART_SESSION_COUNT,
+            RESTART_TIMEOUT_SECS,
+            false,
+        );
+        let run = run_surviving_peer(command, &what)?;
+        check_surviving_session(&run, &what)?;
+        survivors.insert(
+            field(&run, "session"),
+            (
+                field(&run, "messages_sent"),
+                field(&run, "messages_received"),
+            ),
+        );
+    }
+    let elapsed = started.elapsed();
+    let command = restart_peer_command(
+        peer,
+        &ram,
+        layout,
+        &["ping"],
+        10,
+        RESTART_TIMEOUT_SECS,
+        true,
+    );
+    let last = run_surviving_peer(command, "final stopping peer")?;
+    check_surviving_session(&last, "final stopping peer")?;
+    let stats_line = qemu.expect("guest statistics", report::GUEST_STATS_MARKER, BOOT_TIMEOUT)?;
+    qemu.expect("guest stop", "sramlink: stopping", BOOT_TIMEOUT)?;
+    let status = qemu.wait_exit("guest power-off", BOOT_TIMEOUT)?;
+    crate::qemu::check_clean_exit(status, case.name)?;
+    let totals = report::parse_guest_stats(&stats_line)
+        .with_context(|| format!("unreadable guest statistics: {stats_line}"))?;
+    for key in ["lost", "corrupted", "protocol_errors"] {
+        if field(&totals, key) != 0 {
+            bail!("the guest counted {key} over the restarts: {stats_line}");
+        }
+    }
+    // Every session's counters, as the guest printed them when the next one started.
+    let mut received = 0u64;
+    let mut sent = 0u64;
+    let mut sessions = 0usize;
+    for line in qemu.lines_seen() {
+        let Some((_, previous, stats)) = parse_session_line(line) else {
+            continue;
+        };
+        sessions += 1;
+        received += field(&stats, "received");
+        sent += field(&stats, "sent");
+        if let Some((peer_sent, peer_received)) = survivors.remove(&previous) {
+            if field(&stats, "received") != peer_sent || field(&stats, "sent") != peer_received {
+                bail!(
+                    "the guest's counters of session {previous} differ from its peer's \
+                     ({peer_sent} sent, {peer_received} received): {line}"
+                );
+            }
+        }
+    }
+    if !survivors.is_empty() {
+        bail!(
+            "no guest session line for the surviving sessions {:?}",
+            survivors.keys()
+        );
+    }
+    // The final session: its peer's sent + Stop, and received (the Stats reply not counted).
+    let (last_sent, last_received) = (
+        field(&last, "messages_sent"),
+        field(&last, "messages_received"),
+    );
+    if field(&totals, "received") != received + last_sent + 1
+        || field(&totals, "sent") != sent + last_received
+    {
+        bail!(
+            "the guest's totals ({stats_line}) are not the sum of its {sessions} session lines              (received {received}, sent {sent}) and the final session ({last_sent} + Stop sent,              {last_received} received)"
+        );
+    }
+    println!(
+        "ok: {}: {restarts} peers SIGKILLed in every mode, {restarts} new sessions of \
+         {RESTART_SESSION_COUNT} messages each complete and clean, guest totals = sum of the \
+         {sessions} earlier sessions and the final one ({:.1} s for the restarts, TCG)",
+        case.name,
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A surviving session's report: its count reached, nothing lost, corrupted or stale.
+fn check_surviving_session(run: &Map<String, serde_json::Value>, what: &str) -> Result<()> {
+    let bad: Vec<String> = ["lost", "corrupted", "protocol_errors"]
+        .iter()
+        .filter(|key| field(run, key) != 0)
+        .map(|key| format!("{key}={}", field(run, key)))
+        .collect();
+    if !bad.is_empty()
+        || run
+            .get("session")
+            .and_then(serde_json::Value::as_u64)
+            .is_none()
+    {
+        bail!("{what}: not clean ({}); report: {run:?}", bad.join(", "));
+    }
+    Ok(())
+}
+
 /// The bare QEMU system tests of `cargo xtask test`: a good run and the bad-input runs.
 pub fn system_tests<'a>(image: &'a Path, peer: &'a Path) -> Result<Vec<SystemTest<'a>>> {
     deps::ensure_qemu_tools()?;
@@ -534,12 +829,18 @@ pub fn system_tests<'a>(image: &'a Path, peer: &'a Path) -> Result<Vec<SystemTes
         count: 100_000,
         size: 64,
         busy_poll: false,
-        guest_idle: GuestIdle::Wfe,
+        // Asks for events: bare QEMU has no Xen, so this also checks the guest says so and
+        // polls (wfe) instead.
+        guest_idle: GuestIdle::Irq,
     };
     let mut tests: Vec<SystemTest<'a>> = vec![(
         "bare-good".to_string(),
         Box::new(move || run_good(image, peer, &options, "bare-qemu-test").map(|_| ())),
     )];
+    tests.push((
+        "bare-peer-restarts".to_string(),
+        Box::new(move || run_restarts(image, peer, 100)),
+    ));
     tests.push((
         "bare-c-peer-from-abi-doc".to_string(),
         Box::new(move || run_c_peer(image, 20_000)),

@@ -238,6 +238,20 @@ impl Found {
     }
 }
 
+/// The kernel module `name` (e.g. `xen-evtchn`) of the Debian kernel `kernel`
+/// (`ROOT/boot/vmlinuz-VERSION`): `ROOT/lib/modules/VERSION/kernel/drivers/xen/NAME.ko`, if
+/// the package has it uncompressed (bookworm's 6.1 does; busybox `insmod` takes no `.ko.xz`).
+pub fn xen_module(kernel: &Path, name: &str) -> Option<PathBuf> {
+    let version = file_name(kernel).strip_prefix("vmlinuz-")?.to_string();
+    let root = kernel.parent()?.parent()?;
+    let module = root
+        .join("lib/modules")
+        .join(version)
+        .join("kernel/drivers/xen")
+        .join(format!("{name}.ko"));
+    module.is_file().then_some(module)
+}
+
 /// `boot/vmlinuz-*` with the greatest name (one kernel is unpacked; a later download of a
 /// newer one sorts after it).
 fn newest_kernel(boot: &Path) -> Result<Option<PathBuf>> {

@@ -2,13 +2,14 @@
 //! module and its helper, and an init script.
 //!
 //! Layout: `/bin/busybox`, `/bin/sramlink-peer`, `/bin/sramlink-dom0-helper`,
-//! `/lib/modules/sramlink.ko`, `/init` (the script, run by busybox `sh`),
+//! `/lib/modules/sramlink.ko` and the kernel's modules init loads (`xen-evtchn.ko`), `/init`
+//! (the script, run by busybox `sh`),
 //! the directories init mounts on, and `/dev/console` so init has a console before devtmpfs
 //! is mounted. Applet links are made at boot by `busybox --install -s`.
 
 use anyhow::{Context, Result};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What goes into the archive besides the fixed directories.
 pub struct Contents<'a> {
@@ -22,6 +23,8 @@ pub struct Contents<'a> {
     pub module: &'a Path,
     /// Text of `/init` (starts with `#!/bin/busybox sh`).
     pub init_script: &'a str,
+    /// Kernel modules, placed in `/lib/modules/` under their file names (init loads them).
+    pub modules: &'a [PathBuf],
 }
 
 /// Directories created in the archive, in order.
@@ -55,18 +58,25 @@ pub fn build(contents: &Contents<'_>, out: &Path) -> Result<()> {
     let read =
         |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
     let peer = read(contents.peer)?;
-    let extra = [
+    let mut extra = vec![
         (
-            crate::module::HELPER_IN_INITRAMFS,
+            crate::module::HELPER_IN_INITRAMFS.to_string(),
             0o755,
             read(contents.helper)?,
         ),
         (
-            crate::module::MODULE_IN_INITRAMFS,
+            crate::module::MODULE_IN_INITRAMFS.to_string(),
             0o644,
             read(contents.module)?,
         ),
     ];
+    for module in contents.modules {
+        let name = module
+            .file_name()
+            .and_then(|name| name.to_str())
+            .with_context(|| format!("module path {} has no file name", module.display()))?;
+        extra.push((format!("lib/modules/{name}"), 0o644, read(module)?));
+    }
     let archive = archive(&busybox, &peer, &extra, contents.init_script)?;
     std::fs::write(out, archive).with_context(|| format!("writing {}", out.display()))
 }
@@ -75,7 +85,7 @@ pub fn build(contents: &Contents<'_>, out: &Path) -> Result<()> {
 fn archive(
     busybox: &[u8],
     peer: &[u8],
-    extra: &[(&str, u32, Vec<u8>)],
+    extra: &[(String, u32, Vec<u8>)],
     init_script: &str,
 ) -> Result<Vec<u8>> {
     let mut members: Vec<(&str, Member<'_>)> = DIRECTORIES
@@ -145,7 +155,14 @@ mod tests {
 
     #[test]
     fn archive_reads_back_with_modes_and_contents() {
-        let extra = [("lib/modules/sramlink.ko", 0o644, b"KO".to_vec())];
+        let extra = [
+            ("lib/modules/sramlink.ko".to_string(), 0o644, b"KO".to_vec()),
+            (
+                "lib/modules/xen-evtchn.ko".to_string(),
+                0o644,
+                b"ELF".to_vec(),
+            ),
+        ];
         let bytes =
             archive(b"BUSYBOX", b"PEER!", &extra, "#!/bin/busybox sh\necho hi\n").expect("builds");
         let mut rest: &[u8] = &bytes;
@@ -178,5 +195,7 @@ mod tests {
         assert!(position("bin") < position("bin/busybox"));
         assert!(position("dev") < position("dev/console"));
         assert!(position("lib/modules") < position("lib/modules/sramlink.ko"));
+        assert_eq!(find("lib/modules/xen-evtchn.ko").3, b"ELF");
+        assert!(position("lib/modules") < position("lib/modules/xen-evtchn.ko"));
     }
 }

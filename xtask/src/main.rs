@@ -75,6 +75,9 @@ pub enum GuestIdle {
     /// Poll a while, then `wfe` (under Xen a trap that yields the physical CPU).
     #[default]
     Wfe,
+    /// Poll a while, then sleep in `wfi` until the peer's Xen event (the peer waits on events
+    /// too: `--events`).
+    Irq,
     /// Never wait: poll continuously.
     BusyPoll,
 }
@@ -84,6 +87,7 @@ impl GuestIdle {
     pub fn bootarg(self) -> &'static str {
         match self {
             GuestIdle::Wfe => "sramlink.idle=wfe",
+            GuestIdle::Irq => "sramlink.idle=irq",
             GuestIdle::BusyPoll => "sramlink.idle=busy-poll",
         }
     }
@@ -92,14 +96,20 @@ impl GuestIdle {
     pub fn name(self) -> &'static str {
         match self {
             GuestIdle::Wfe => "wfe",
+            GuestIdle::Irq => "irq",
             GuestIdle::BusyPoll => "busy-poll",
         }
+    }
+
+    /// Whether the peer waits on Xen events with this guest policy.
+    pub fn events(self) -> bool {
+        self == GuestIdle::Irq
     }
 
     /// The policy the demo compares this one with.
     pub fn other(self) -> Self {
         match self {
-            GuestIdle::Wfe => GuestIdle::BusyPoll,
+            GuestIdle::Wfe | GuestIdle::Irq => GuestIdle::BusyPoll,
             GuestIdle::BusyPoll => GuestIdle::Wfe,
         }
     }

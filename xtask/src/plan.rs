@@ -4,14 +4,29 @@
 /// The peer's runs in order, each as its arguments after the region options (`--json` and the
 /// timeout are the caller's). Only the last one stops the guest; the earlier ones leave it
 /// serving, and the next run attaches again where the ring stands.
-pub fn peer_runs(count: u64, size: u32, busy_poll: bool) -> Vec<Vec<String>> {
+///
+/// With `events` every run waits on Xen events (`--events`) except the first ping, which
+/// busy-polls: the same boot measures both. With `idle_seconds` > 0 an idle window (nothing
+/// exchanged, both sides waiting: the peer on events, or else busy-polling) comes before the
+/// last run.
+pub fn peer_runs(
+    count: u64,
+    size: u32,
+    busy_poll: bool,
+    events: bool,
+    idle_seconds: u64,
+) -> Vec<Vec<String>> {
     let policy = |busy: bool| {
-        if busy {
+        if events {
+            vec![if busy { "--busy-poll" } else { "--events" }.to_string()]
+        } else if busy {
             vec!["--busy-poll".to_string()]
         } else {
             Vec::new()
         }
     };
+    // Under events the comparison run busy-polls, the others wait on events.
+    let busy_poll = busy_poll && !events;
     let sized = |mode: &[&str]| -> Vec<String> {
         mode.iter()
             .map(|arg| arg.to_string())
@@ -31,6 +46,16 @@ pub fn peer_runs(count: u64, size: u32, busy_poll: bool) -> Vec<Vec<String>> {
         // One-way streams, both directions at once.
         [policy(busy_poll), sized(&["stream", "--direction", "both"])].concat(),
     ];
+    if idle_seconds > 0 {
+        // Waiting on events, or (the comparison) busy-polling.
+        let waiting = if events { "--events" } else { "--busy-poll" };
+        runs.push(vec![
+            waiting.into(),
+            "idle".into(),
+            "--seconds".into(),
+            idle_seconds.to_string(),
+        ]);
+    }
     runs.push(
         [
             vec!["--stop-guest".to_string()],
@@ -48,7 +73,7 @@ mod tests {
 
     #[test]
     fn every_mode_runs_and_only_the_last_stops_the_guest() {
-        let runs = peer_runs(7, 64, false);
+        let runs = peer_runs(7, 64, false, false, 0);
         let joined: Vec<String> = runs.iter().map(|run| run.join(" ")).collect();
         assert_eq!(joined[0], "--busy-poll ping --count 7 --size 64");
         assert_eq!(joined[1], "echo --window 16 --count 7 --size 64");
@@ -61,11 +86,25 @@ mod tests {
                 .count(),
             1
         );
-        let busy = peer_runs(7, 64, true);
+        let busy = peer_runs(7, 64, true, false, 0);
         assert_eq!(busy[0].join(" "), "ping --count 7 --size 64");
         assert_eq!(
             busy[3].join(" "),
             "--stop-guest --busy-poll ping --count 7 --size 64"
         );
+    }
+
+    #[test]
+    fn events_runs_compare_with_busy_polling_and_end_with_an_idle_window() {
+        let runs = peer_runs(7, 64, false, true, 5);
+        let joined: Vec<String> = runs.iter().map(|run| run.join(" ")).collect();
+        assert_eq!(joined[0], "--busy-poll ping --count 7 --size 64");
+        assert_eq!(joined[1], "--events echo --window 16 --count 7 --size 64");
+        assert_eq!(
+            joined[2],
+            "--events stream --direction both --count 7 --size 64"
+        );
+        assert_eq!(joined[3], "--events idle --seconds 5");
+        assert_eq!(joined[4], "--stop-guest --events ping --count 7 --size 64");
     }
 }

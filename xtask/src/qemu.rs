@@ -82,6 +82,11 @@ impl Qemu {
     }
 
     /// The console log file.
+    /// The QEMU process id (for its CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }

@@ -67,12 +67,25 @@ fn run_summary(run: &Map<String, Value>) -> Value {
         "rtt",
         "messages_per_second",
         "payload_bytes_per_second",
+        "cpu_seconds",
+        "events_received",
+        "events_sent",
     ];
-    Value::Object(
-        keys.iter()
-            .filter_map(|key| run.get(*key).map(|value| (key.to_string(), value.clone())))
-            .collect(),
-    )
+    let mut summary: Map<String, Value> = keys
+        .iter()
+        .filter_map(|key| run.get(*key).map(|value| (key.to_string(), value.clone())))
+        .collect();
+    if let Some(per_message) = cpu_us_per_message(run) {
+        summary.insert("cpu_us_per_message".into(), json!(per_message));
+    }
+    Value::Object(summary)
+}
+
+/// The peer's CPU time (getrusage, user + system) per message it sent, in microseconds.
+fn cpu_us_per_message(run: &Map<String, Value>) -> Option<f64> {
+    let cpu = run.get("cpu_seconds").and_then(Value::as_f64)?;
+    let sent = counter(run, "messages_sent");
+    (sent > 0).then(|| cpu * 1e6 / sent as f64)
 }
 
 /// Checks one run's own figures: nothing lost or corrupted, no protocol error, and as many
@@ -95,6 +108,17 @@ fn check_run(run: &Map<String, Value>) -> Result<()> {
         counter(run, "messages_sent"),
         counter(run, "messages_received"),
     );
+    if mode == "idle" {
+        // An idle window exchanges nothing; anything crossing would be an error.
+        let (sent, received) = (
+            counter(run, "messages_sent"),
+            counter(run, "messages_received"),
+        );
+        if sent != 0 || received != 0 {
+            bail!("{what} exchanged {sent}/{received} messages in an idle window");
+        }
+        return Ok(());
+    }
     // A stream one way has the other way carry only its request (or nothing).
     let needs_sent = mode != "stream" || direction != "from-guest";
     let needs_received = mode != "stream" || direction != "to-guest";
@@ -131,7 +155,8 @@ fn rtt_ratios(
 }
 
 /// The main run and the earlier ping run with the other idle policy of the peer
-/// (spin-then-sleep versus busy-poll), side by side with their round-trip ratios.
+/// (spin-then-sleep, or events, versus busy-poll), side by side with their round-trip ratios
+/// (`…_ratio_POLICY_over_busy_poll`) and the ratio of the peer's CPU time per message.
 fn idle_comparison(runs: &[Map<String, Value>]) -> Option<Value> {
     let main = runs.last()?;
     let other = runs.iter().find(|run| {
@@ -141,12 +166,19 @@ fn idle_comparison(runs: &[Map<String, Value>]) -> Option<Value> {
     for run in [other, main] {
         comparison.insert(text(run, "idle_policy").to_string(), run_summary(run));
     }
-    let (sleep, busy) = if text(main, "idle_policy") == "busy-poll" {
+    let (waiting, busy) = if text(main, "idle_policy") == "busy-poll" {
         (other, main)
     } else {
         (main, other)
     };
-    rtt_ratios(sleep, busy, "sleep_over_busy_poll", &mut comparison);
+    let name = format!("{}_over_busy_poll", text(waiting, "idle_policy"));
+    rtt_ratios(waiting, busy, &name, &mut comparison);
+    if let (Some(a), Some(b)) = (cpu_us_per_message(waiting), cpu_us_per_message(busy)) {
+        if b > 0.0 {
+            comparison.insert(format!("cpu_per_message_ratio_{name}"), json!(a / b));
+        }
+    }
+    comparison.insert("compared".into(), json!(name));
     Some(Value::Object(comparison))
 }
 
@@ -227,14 +259,35 @@ pub fn finish(
         );
     }
     if let Some(comparison) = report.get("idle_comparison").and_then(Value::as_object) {
-        let mut line = String::from("  peer idle policy, round-trip ratio sleep / busy-poll:");
+        let name = comparison
+            .get("compared")
+            .and_then(Value::as_str)
+            .unwrap_or("sleep_over_busy_poll");
+        let mut line = format!(
+            "  peer idle policy, round-trip ratio {}:",
+            name.replacen("_over_", " / ", 1).replace('_', "-")
+        );
         for key in ["p50", "p99", "mean"] {
-            let ratio = comparison.get(&format!("{key}_ratio_sleep_over_busy_poll"));
+            let ratio = comparison.get(&format!("{key}_ratio_{name}"));
             if let Some(ratio) = ratio.and_then(Value::as_f64) {
                 line += &format!(" {key} {ratio:.2}");
             }
         }
+        if let Some(ratio) = comparison
+            .get(&format!("cpu_per_message_ratio_{name}"))
+            .and_then(Value::as_f64)
+        {
+            line += &format!("; peer CPU per message {ratio:.2}");
+        }
         println!("{line}");
+        for run in runs.iter().filter(|run| text(run, "mode") == "ping") {
+            if let Some(per_message) = cpu_us_per_message(run) {
+                println!(
+                    "  peer CPU per round trip, ping ({} idle): {per_message:.1} us",
+                    text(run, "idle_policy")
+                );
+            }
+        }
     }
 
     let see = || format!("see {}", path.display());
@@ -291,13 +344,42 @@ pub fn add_guest_idle_comparison(main: &Path, other: &Path) -> Result<()> {
             json!({ "rtt": report.get("rtt").cloned().unwrap_or(Value::Null) }),
         );
     }
-    let (wfe, busy) = if policy(&main_report) == "wfe" {
+    let (waiting, busy) = if policy(&main_report) != "busy-poll" {
         (&main_report, &other_report)
     } else {
         (&other_report, &main_report)
     };
-    let ratios = rtt_ratios(wfe, busy, "wfe_over_busy_poll", &mut comparison);
-    let line = format!("guest idle policy, round-trip ratio wfe / busy-poll (two boots):{ratios}");
+    let name = format!("{}_over_busy_poll", policy(waiting).replace('-', "_"));
+    let ratios = rtt_ratios(waiting, busy, &name, &mut comparison);
+    let mut line = format!(
+        "guest idle policy, round-trip ratio {} / busy-poll (two boots):{ratios}",
+        policy(waiting)
+    );
+    // The idle windows: host CPU seconds QEMU used while both sides waited.
+    let idle_cpu = |report: &Map<String, Value>| {
+        report
+            .get("idle_window")
+            .and_then(|window| window.get("qemu_cpu_seconds"))
+            .and_then(Value::as_f64)
+    };
+    if let (Some(a), Some(b)) = (idle_cpu(waiting), idle_cpu(busy)) {
+        comparison.insert(
+            format!(
+                "idle_qemu_cpu_seconds_{}",
+                policy(waiting).replace('-', "_")
+            ),
+            json!(a),
+        );
+        comparison.insert("idle_qemu_cpu_seconds_busy_poll".into(), json!(b));
+        if b > 0.0 {
+            comparison.insert(format!("idle_qemu_cpu_ratio_{name}"), json!(a / b));
+            line += &format!(
+                "\n  idle window, QEMU host CPU: {a:.2} s ({}) vs {b:.2} s (busy-poll): {:.1} %",
+                policy(waiting),
+                100.0 * a / b
+            );
+        }
+    }
     comparison.insert("other_report".into(), json!(other.display().to_string()));
     main_report.insert("guest_idle_comparison".into(), Value::Object(comparison));
     std::fs::write(main, serde_json::to_string_pretty(&main_report)? + "\n")?;

@@ -1,4 +1,4 @@
-//! CPU helpers: waiting for events, parking, and data-cache maintenance by address.
+//! CPU helpers: waiting for events or interrupts, parking, and data-cache maintenance by address.
 
 use aarch64_cpu::asm;
 use aarch64_cpu::asm::barrier;
@@ -12,6 +12,28 @@ use sramlink_devicetree::PhysRange;
 /// [`crate::arch::timer::enable_event_stream`]) wakes it at least every ~100 µs.
 pub fn wait_for_event() {
     asm::wfe();
+}
+
+/// Sleeps until an interrupt is pending (`wfi`), then lets it be taken.
+///
+/// Interrupts stay masked in PSTATE while the caller checks whether to sleep and through the
+/// `wfi` itself: a masked pending interrupt still ends `wfi` (Arm ARM; Xen, which traps `wfi`,
+/// checks pending interrupts ignoring PSTATE.I right after blocking the vCPU), so an interrupt
+/// that arrives after the caller's last check cannot be slept through. Only then are IRQs
+/// unmasked for the instant needed to take it (its handler runs in `exception.rs`).
+pub fn wait_for_interrupt() {
+    asm::wfi();
+    // SAFETY: unmasking IRQs lets the vector run the GIC handler, which saves and restores
+    // everything it uses; `isb` makes the unmask take effect (the pending IRQ is taken there)
+    // before it is masked again. No memory access of ours.
+    unsafe {
+        core::arch::asm!(
+            "msr daifclr, #2",
+            "isb",
+            "msr daifset, #2",
+            options(nostack)
+        )
+    };
 }
 
 /// Stops this CPU for good, without touching memory.

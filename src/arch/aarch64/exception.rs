@@ -1,6 +1,7 @@
-//! The exception report: every exception is fatal, printed with ESR/ELR/FAR, then the guest stops.
+//! Exception handling: IRQs go to the GIC driver, a probe's undefined `hvc` is skipped,
+//! everything else is fatal (printed with ESR/ELR/FAR, then the guest stops).
 
-use aarch64_cpu::registers::{ELR_EL1, ESR_EL1, FAR_EL1, Readable, SP_EL0};
+use aarch64_cpu::registers::{ELR_EL1, ESR_EL1, FAR_EL1, Readable, SP_EL0, Writeable};
 
 use super::{layout, psci};
 
@@ -38,15 +39,52 @@ fn exception_class(class: u64) -> &'static str {
     }
 }
 
+/// `boot/vectors.s`'s `kind` of a synchronous exception from normal execution.
+const KIND_SYNCHRONOUS: u64 = 0;
+/// `boot/vectors.s`'s `kind` of an IRQ from normal execution.
+const KIND_IRQ: u64 = 1;
+/// ESR_EL1.EC of an undefined instruction.
+const EC_UNKNOWN: u64 = 0;
+
+/// The interrupted code's general-purpose registers, as `boot/vectors.s` saved them.
+#[repr(C)]
+pub struct ExceptionFrame {
+    /// x0-x18.
+    pub x: [u64; 19],
+    /// x29 (frame pointer).
+    pub x29: u64,
+    /// x30 (link register).
+    pub x30: u64,
+    _pad: u64,
+}
+
 /// Called by `boot/vectors.s` on the exception stack (SP_EL1) for every exception taken from
-/// normal execution. With the MMU still off the report goes to the UART recorded from the
-/// device tree (see `console::emergency`); before the tree is parsed, or without a console in
-/// it, nothing is printed. Likewise the power-off uses the recorded PSCI conduit, and parks
-/// without one.
+/// normal execution. Returns when execution may resume: an IRQ (handled by the GIC driver), or
+/// a probe's `hvc` that nothing at EL2 serves (undefined: skipped, x17 = 1).
+/// Anything else is reported and the guest stops. With the MMU still off the report goes to the
+/// UART recorded from the device tree (see `console::emergency`); before the tree is parsed,
+/// or without a console in it, nothing is printed. Likewise the power-off uses the recorded
+/// PSCI conduit, and parks without one.
 #[unsafe(no_mangle)]
-extern "C" fn sramlink_exception(kind: u64) -> ! {
+extern "C" fn sramlink_exception(kind: u64, frame: &mut ExceptionFrame) {
     let esr = ESR_EL1.get();
     let elr = ELR_EL1.get();
+    if kind == KIND_IRQ && super::gic::handle_irq() {
+        return;
+    }
+    if kind == KIND_SYNCHRONOUS
+        && (esr >> 26) & 0x3f == EC_UNKNOWN
+        && super::hypercall::is_probe(elr)
+    {
+        frame.x[17] = super::hypercall::PROBE_UNDEFINED;
+        ELR_EL1.set(elr + 4);
+        return;
+    }
+    fatal(kind, esr, elr)
+}
+
+/// Reports an exception nothing handles and stops.
+fn fatal(kind: u64, esr: u64, elr: u64) -> ! {
     let far = FAR_EL1.get();
     let stack_pointer = SP_EL0.get();
     let class = (esr >> 26) & 0x3f;

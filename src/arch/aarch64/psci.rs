@@ -66,6 +66,12 @@ fn call(conduit: PsciConduit, function: u64) -> i64 {
 /// no conduit is known. Usable with the MMU off.
 fn system_off_with(conduit: Option<PsciConduit>) -> ! {
     if let Some(conduit) = conduit {
+        // Barrier: every store of ours (the shared region's last index and state word, the
+        // console's last bytes) completes before the call that ends this guest: `dmb` only
+        // orders accesses, `dsb` waits for them to finish, and SYSTEM_OFF may stop the CPU
+        // with stores still in its write buffer. SY: the whole system (the hypervisor or
+        // firmware behind the call included), the memory may be Device memory.
+        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
         // SYSTEM_OFF does not return on success; a returned error leaves parking.
         let _ = call(conduit, SYSTEM_OFF);
     }

@@ -7,7 +7,10 @@ use super::checks::{
 };
 use super::chosen::chosen_fragment;
 use super::config::{DomUTree, Region, check_config_files, compile_source};
-use super::dom0_init::{DOM0_DONE_MARKER, DOM0_INIT_MARKER, Dom0Run, dom0_init_script};
+use super::dom0_init::{
+    DOM0_DONE_MARKER, DOM0_INIT_MARKER, Dom0Run, IDLE_BEGIN, IDLE_END, NEGATIVE_OK,
+    dom0_init_script,
+};
 use super::host_dt::{self, HostTree};
 use super::layout::{ModuleKind, layout, qemu_args};
 use super::{DemoOptions, xen_config_dir};
@@ -39,6 +42,8 @@ pub(super) struct Inputs {
     /// `sramlink.ko` built for `dom0_kernel`, and the helper that runs the peer unprivileged.
     module: PathBuf,
     helper: PathBuf,
+    /// `xen-evtchn.ko` of the dom0 kernel's package (absent for `--dom0-kernel`).
+    evtchn_module: Option<PathBuf>,
     /// The DTB of each board whose tree comes from Debian's kernel package.
     board_dtbs: Vec<(BoardId, PathBuf)>,
 }
@@ -71,6 +76,7 @@ impl Inputs {
                 None => module::build_for_kernel(&binaries.dom0_kernel)?,
             },
             helper: peer.with_file_name(module::DOM0_HELPER),
+            evtchn_module: debs::xen_module(&binaries.dom0_kernel, "xen-evtchn"),
             xen: binaries.xen,
             dom0_kernel: binaries.dom0_kernel,
             busybox: binaries.busybox,
@@ -179,6 +185,17 @@ fn prepare(
     let domu = config.domus[0].clone();
     let guest = link(&inputs.guest_image, work, &domu.kernel)?;
     let ramdisk = in_dir(work, &dom0_ramdisk_name)?;
+    let modules: Vec<PathBuf> = if run.guest_idle.events() {
+        vec![inputs.evtchn_module.clone().with_context(|| {
+            format!(
+                "the events run needs xen-evtchn.ko from the dom0 kernel's package, next to {} \
+                 (lib/modules/VERSION/kernel/drivers/xen/); an own --dom0-kernel has none",
+                inputs.dom0_kernel.display()
+            )
+        })?]
+    } else {
+        Vec::new()
+    };
     initramfs::build(
         &initramfs::Contents {
             busybox: &inputs.busybox,
@@ -186,6 +203,7 @@ fn prepare(
             helper: &inputs.helper,
             module: &inputs.module,
             init_script: &dom0_init_script(run),
+            modules: &modules,
         },
         &ramdisk,
     )?;
@@ -328,6 +346,14 @@ pub(super) fn run_good(
         &format!("sramlink: idle policy: {}", run.guest_idle.name()),
         GUEST_BANNER_TIMEOUT,
     )?;
+    if run.guest_idle.events() {
+        seen_or_expect(
+            &mut qemu,
+            "guest event channel for dom0",
+            "sramlink: events: Xen",
+            GUEST_BANNER_TIMEOUT,
+        )?;
+    }
     seen_or_expect(
         &mut qemu,
         "guest ring ready",
@@ -341,6 +367,58 @@ pub(super) fn run_good(
         DOM0_INIT_TIMEOUT,
     )?;
     timeline.mark(&qemu, "dom0_init");
+    let mut extra = Map::new();
+    if run.guest_idle.events() {
+        seen_or_expect(
+            &mut qemu,
+            "peer asked for events without xen-evtchn fails clearly",
+            NEGATIVE_OK,
+            Duration::from_secs(run.timeout_seconds + 60),
+        )?;
+        let lines = qemu.lines_seen();
+        let error = lines
+            .iter()
+            .find(|line| line.contains("sramlink-peer: error:") && line.contains("xen-evtchn"))
+            .with_context(|| {
+                format!(
+                    "the peer without xen-evtchn failed without naming the module; full console \
+                     log: {}",
+                    qemu.log_path().display()
+                )
+            })?;
+        println!("xtask: negative case: {}", error.trim());
+        extra.insert("events_negative_case".into(), json!(error.trim()));
+    }
+    if run.idle_seconds > 0 {
+        let limit = Duration::from_secs(run.timeout_seconds * 8 + 120 + run.count / 200);
+        seen_or_expect(&mut qemu, "peer idle window begins", IDLE_BEGIN, limit)?;
+        let before = process_cpu_seconds(qemu.pid())?;
+        let begun = std::time::Instant::now();
+        seen_or_expect(
+            &mut qemu,
+            "peer idle window ends",
+            IDLE_END,
+            Duration::from_secs(run.idle_seconds + 60),
+        )?;
+        let cpu = process_cpu_seconds(qemu.pid())? - before;
+        let wall = begun.elapsed().as_secs_f64();
+        println!(
+            "xtask: idle window: QEMU used {cpu:.2} CPU s in {wall:.2} s (guest {}, peer {})",
+            run.guest_idle.name(),
+            if run.guest_idle.events() {
+                "events"
+            } else if run.busy_poll {
+                "busy-poll"
+            } else {
+                "sleep"
+            }
+        );
+        extra.insert(
+            "idle_window".into(),
+            json!({ "qemu_cpu_seconds": cpu, "wall_seconds": wall,
+                    "note": "host CPU time of the whole QEMU process (TCG emulation: all vCPUs, Xen, dom0 and the guest) while both sides waited" }),
+        );
+    }
     // The peer's own timeout bounds each wait; the exchange itself gets 1 ms per round trip on
     // top, so a stall is reported rather than waited out forever.
     let exchange_timeout = Duration::from_secs(run.timeout_seconds * 2 + 60 + run.count / 1000);
@@ -403,7 +481,6 @@ pub(super) fn run_good(
         .iter()
         .find_map(|line| report::parse_guest_stats(line));
 
-    let mut extra = Map::new();
     extra.insert("board".into(), json!(board.name));
     extra.insert("platform".into(), json!(board.description));
     extra.insert(
@@ -450,6 +527,7 @@ pub(super) fn run_no_sram(board: &Board, inputs: &Inputs, name: &str) -> Result<
         every_mode: false,
         timeout_seconds: 10,
         guest_idle: GuestIdle::Wfe,
+        idle_seconds: 0,
     };
     let prepared = prepare(board, Case::NoSram, inputs, &run, &work)?;
     let mut qemu = Qemu::spawn(&prepared.args, name)?;
@@ -512,4 +590,25 @@ pub(super) fn run_no_sram(board: &Board, inputs: &Inputs, name: &str) -> Result<
         done.trim()
     );
     Ok(())
+}
+
+/// User + system CPU seconds of process `pid` so far (`/proc/PID/stat` utime and stime, in
+/// clock ticks of 100 Hz, as Linux reports them to user space).
+fn process_cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the `(comm)`, which may contain spaces: state is field 3, utime 14, stime 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("no ')' in /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |index: usize| -> Result<f64> {
+        fields
+            .get(index)
+            .and_then(|field| field.parse::<f64>().ok())
+            .with_context(|| format!("field {} of /proc/{pid}/stat", index + 3))
+    };
+    // `rest` starts at field 3 (state): utime is field 14, stime 15.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
