@@ -786,3 +786,42 @@ fn copies_at_every_alignment() {
     assert!(!slot.write_u64(0));
     assert_eq!(slot.written(), 0);
 }
+
+/// The start rule blames the other end's index when the two are more than a ring apart: the
+/// consumer starting on a producer index far ahead names the producer, and the producer
+/// starting on a consumer index far behind names the consumer.
+#[test]
+fn start_rule_blames_the_other_ends_index() {
+    let (guest, peer) = linked_pair(64);
+    // Ring 0: the guest produces, the peer consumes. A producer index 72 bytes ahead.
+    guest
+        .memory()
+        .store_u32(layout::producer_index_offset(0), 72);
+    let (_, mut consumer) = peer.endpoints(Role::Peer);
+    assert!(
+        matches!(
+            consumer.read(),
+            Err(Error::BadIndex {
+                which: "producer",
+                value: 72,
+                ..
+            })
+        ),
+        "the peer's consumer must blame the guest's producer index"
+    );
+    // Ring 1: the peer produces, the guest consumes. A consumer index 72 bytes behind.
+    guest
+        .memory()
+        .store_u32(layout::consumer_index_offset(1), 0u32.wrapping_sub(72));
+    let (mut producer, _) = peer.endpoints(Role::Peer);
+    assert!(
+        matches!(
+            producer.send(b"x"),
+            Err(SendError::Protocol(Error::BadIndex {
+                which: "consumer",
+                ..
+            }))
+        ),
+        "the peer's producer must blame the guest's consumer index"
+    );
+}
