@@ -213,6 +213,10 @@ fn map_dev_mem(
     report: &mut Report,
     notes: &mut Vec<String>,
 ) -> Result<MappedRegion, PeerError> {
+    // Before the device tree, which Linux lets only root read either: the error that matters
+    // to a user without root is that /dev/mem is not for them, and what to use instead.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    crate::mapping::require_root(unsafe { libc::geteuid() }, range)?;
     let range = match range {
         Some(range) => {
             let accepted = DeviceTreeRegions::check_range_at(&cli.device_tree, &range)?;

@@ -210,7 +210,7 @@ impl MappedRegion {
         let page = page_size();
         check_geometry("base", range.start(), range.size(), page)?;
         // SAFETY: geteuid has no preconditions and cannot fail.
-        require_root(unsafe { libc::geteuid() }, range)?;
+        require_root(unsafe { libc::geteuid() }, Some(range))?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -315,14 +315,18 @@ fn map_shared(fd: BorrowedFd<'_>, offset: u64, size: u64) -> io::Result<NonNull<
 
 /// /dev/mem is for root only; say so (and name the module route) before the kernel answers
 /// with a bare EACCES.
-fn require_root(euid: u32, range: PhysRange) -> Result<(), PeerError> {
+/// `range` is `None` while the region is still to be found (in the device tree, which Linux
+/// also lets only root read).
+pub fn require_root(euid: u32, range: Option<PhysRange>) -> Result<(), PeerError> {
     if euid == 0 {
         return Ok(());
     }
+    let what = range.map_or("the region".to_string(), |range| {
+        range.base_size().to_string()
+    });
     Err(PeerError::region(format!(
-        "mapping {} through /dev/mem needs root (running as uid {euid}); without root, \
-         use {MODULE_ROUTE}",
-        range.base_size()
+        "mapping {what} through /dev/mem needs root (running as uid {euid}); without root, \
+         use {MODULE_ROUTE}"
     )))
 }
 
@@ -468,8 +472,16 @@ mod tests {
     #[test]
     fn dev_mem_needs_root_and_names_the_module_route() {
         let range = PhysRange::from_base_size(0x7f00_0000, 0x1000).unwrap();
-        assert!(require_root(0, range).is_ok());
-        let error = require_root(1000, range).unwrap_err();
+        assert!(require_root(0, Some(range)).is_ok());
+        assert!(require_root(0, None).is_ok());
+        let unknown = require_root(1000, None).unwrap_err();
+        assert!(
+            unknown
+                .message
+                .starts_with("mapping the region through /dev/mem needs root"),
+            "{unknown}"
+        );
+        let error = require_root(1000, Some(range)).unwrap_err();
         assert!(
             error.message.contains("needs root (running as uid 1000)"),
             "{error}"

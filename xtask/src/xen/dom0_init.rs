@@ -74,16 +74,19 @@ pub fn dom0_init_script(run: &Dom0Run) -> String {
         })
         .collect();
     // Events: first a peer asked for them while xen-evtchn is not loaded (it must fail with a
-    // clear error and leave the guest serving), then the module is loaded.
+    // clear error and leave the guest serving), then the module is loaded and its device given
+    // to the peer's group, as /dev/sramlink0 is (by default it is root's alone).
     let events_setup = if events {
         let negative =
             format!("{peer} --events ping --count 10 --size {}", run.size).replace(" --json", "");
+        let gid = module::PEER_UID;
         format!(
             "echo \"SRAMLINK-DOM0: negative: {negative}\"\n\
              if {negative}; then echo \"SRAMLINK-DOM0: negative case succeeded\"; rc=98; \
              else echo \"{NEGATIVE_OK}\"; fi\n\
              insmod /{EVTCHN_IN_INITRAMFS} && \
              echo \"SRAMLINK-DOM0: loaded /{EVTCHN_IN_INITRAMFS}\"\n\
+             chgrp {gid} /dev/xen/evtchn && chmod 660 /dev/xen/evtchn\n\
              ls -l /dev/xen/evtchn | sed 's/^/SRAMLINK-DOM0: /'\n"
         )
     } else {
