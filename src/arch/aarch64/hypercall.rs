@@ -37,10 +37,10 @@ pub enum Probe {
 /// emulating PSCI without EL2). Never after entering at EL2 (our own EL2 has no vectors).
 unsafe fn probe(which: u8, x0: u64, x1: u64, x16: u64) -> Probe {
     let (mut r0, mut r1, mut r2, mut r3, mut undefined) = (x0, x1, 0u64, 0u64, 0u64);
-    // SAFETY: an SMCCC fast call or a Xen hypercall without memory arguments (results in
-    // x0-x3; x4-x17 may be clobbered, covered by the C ABI clobbers with x30 for the `bl`);
-    // where `hvc` is undefined the exception handler resumes after it with x17 set. No memory
-    // of ours is touched (a null buffer argument).
+    // An SMCCC fast call or a Xen hypercall without memory arguments: results in x0-x3;
+    // x4-x17 may be clobbered, covered by the C ABI clobbers with x30 for the `bl`. Where
+    // `hvc` is undefined the exception handler resumes after it with x17 set.
+    // SAFETY: per the contract above, and no memory of ours is touched (a null buffer).
     unsafe {
         if which == 0 {
             core::arch::asm!(
@@ -113,11 +113,11 @@ impl Xen {
         argument: &mut T,
     ) -> Result<u64, XenError> {
         let mut result = command;
-        // SAFETY: Xen's Arm hypercall ABI (Xen is there: this token exists): number in x16,
-        // arguments in x0-x4, result in x0; Xen may clobber x1-x4 and x16 (covered by the C
-        // ABI clobbers). `argument` is a live, exclusive structure for the call's duration;
-        // Xen reads and writes it through its IPA in Normal write-back memory, coherent with
-        // this CPU's view. Not `nomem`: the compiler keeps accesses to it in order.
+        // Xen's Arm hypercall ABI (Xen is there: this token exists): number in x16, arguments
+        // in x0-x4, result in x0; Xen may clobber x1-x4 and x16 (covered by the C ABI
+        // clobbers). Not `nomem`: the compiler keeps accesses to `argument` in order.
+        // SAFETY: `argument` is a live, exclusive structure for the call's duration, which Xen
+        // reads and writes through its IPA in Normal write-back memory, coherent with this CPU.
         unsafe {
             core::arch::asm!(
                 "hvc #0xea1",
