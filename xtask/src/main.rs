@@ -15,6 +15,7 @@ mod board;
 mod debs;
 mod deps;
 mod dtb;
+mod fuzz;
 mod imagebuilder;
 mod initramfs;
 mod limits;
@@ -57,6 +58,12 @@ enum Command {
         /// Short run (CI): fewer messages and repeats.
         #[arg(long)]
         quick: bool,
+    },
+    /// Coverage-guided fuzzing (libFuzzer, stable toolchain): every target of fuzz/.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
 }
 
@@ -173,6 +180,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => toolchain::ensure().and_then(|()| demo(args)),
         Command::Test(args) => test::run(!args.no_qemu, !args.no_qemu && !args.no_xen),
         Command::Bench { quick } => bench::run(quick),
+        Command::Fuzz { seconds } => fuzz::run(seconds),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

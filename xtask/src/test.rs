@@ -121,6 +121,9 @@ pub fn run(qemu: bool, xen: bool) -> Result<()> {
             ],
         )
     });
+    check(&mut outcomes, "fuzz targets, 10 s each (libFuzzer)", || {
+        crate::fuzz::run(10)
+    });
     check(
         &mut outcomes,
         "host benchmark --quick (runs and checks every message; figures not judged)",
