@@ -185,13 +185,12 @@ pub fn peer(data: &[u8]) {
     let _ = region.check_attributes(false);
     region.set_state(Role::Peer, SideState::Ready);
     let (mut producer, mut consumer) = region.endpoints(Role::Peer);
-    if input.byte().unwrap_or(0) & 1 == 1 {
-        if let Ok(pending) = region.request_session() {
-            match region.session_started(pending) {
-                Ok(Some((_, p, c))) => (producer, consumer) = (p, c),
-                Ok(None) | Err(_) => {}
-            }
-        }
+    // The acknowledgement comes only from a tampered load: no guest serves here.
+    if input.byte().unwrap_or(0) & 1 == 1
+        && let Ok(pending) = region.request_session()
+        && let Ok(Some((_, p, c))) = region.session_started(pending)
+    {
+        (producer, consumer) = (p, c);
     }
     let mut buf = [0u8; 512];
     while let Some(op) = input.byte() {
