@@ -65,6 +65,7 @@ fn run_summary(run: &Map<String, Value>) -> Value {
         "corrupted",
         "protocol_errors",
         "rtt",
+        "rtt_histogram",
         "messages_per_second",
         "payload_bytes_per_second",
         "cpu_seconds",
@@ -209,9 +210,35 @@ pub fn finish(
     let dir = crate::paths::reports_dir();
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{name}.json"));
+    let hz = report
+        .get("counter_hz")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let curves = crate::plot::curves(&runs, hz);
+    let figure = dir.join(format!("{name}-rtt-cdf.svg"));
+    if !curves.is_empty() {
+        report.insert("rtt_cdf_svg".into(), json!(figure.display().to_string()));
+    }
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+    if !curves.is_empty() {
+        let platform = report
+            .get("platform")
+            .and_then(Value::as_str)
+            .unwrap_or(name);
+        crate::plot::draw_cdf(
+            &figure,
+            &format!("{name}: round trips, {platform}"),
+            &curves,
+        )?;
+    }
 
     println!("report {}:", path.display());
+    if !curves.is_empty() {
+        println!(
+            "  round-trip distribution (CDF per run): {}",
+            figure.display()
+        );
+    }
     for run in &runs {
         let mut line = format!(
             "  peer {} {}{} ({} idle): sent {}, received {}, lost {}, corrupted {}",
@@ -379,6 +406,33 @@ pub fn add_guest_idle_comparison(main: &Path, other: &Path) -> Result<()> {
                 100.0 * a / b
             );
         }
+    }
+    // The figure of the main boot, redrawn with the other boot's curves: one per guest idle
+    // policy and peer run.
+    let mut curves = Vec::new();
+    for report in [&main_report, &other_report] {
+        let runs: Vec<Map<String, Value>> = report
+            .get("runs")
+            .and_then(Value::as_array)
+            .map(|runs| {
+                runs.iter()
+                    .filter_map(|run| run.as_object().cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for mut curve in crate::plot::curves(&runs, counter(report, "counter_hz")) {
+            curve.label = format!("guest {} idle, peer {}", policy(report), curve.label);
+            curves.push(curve);
+        }
+    }
+    if let Some(figure) = main_report.get("rtt_cdf_svg").and_then(Value::as_str) {
+        let title = format!(
+            "round trips, two boots (guest idle {} and {})",
+            policy(&main_report),
+            policy(&other_report)
+        );
+        crate::plot::draw_cdf(Path::new(figure), &title, &curves)?;
+        line += &format!("\n  round-trip distribution, both boots: {figure}");
     }
     comparison.insert("other_report".into(), json!(other.display().to_string()));
     main_report.insert("guest_idle_comparison".into(), Value::Object(comparison));
