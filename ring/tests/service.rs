@@ -787,7 +787,10 @@ fn the_floor_plays_its_rounds_then_the_guest_serves_again() {
     // Two floor requests, two echoes, the Stop; nothing wrong.
     assert_eq!(reported.received, 5);
     assert_eq!(reported.sent, 2);
-    assert_eq!(reported.protocol_errors + reported.lost + reported.corrupted, 0);
+    assert_eq!(
+        reported.protocol_errors + reported.lost + reported.corrupted,
+        0
+    );
 }
 
 #[test]
