@@ -120,6 +120,21 @@ fn check_run(run: &Map<String, Value>) -> Result<()> {
         }
         return Ok(());
     }
+    if mode == "floor" {
+        // One FloorRequest over the ring, then `count` timed rounds on the flag words.
+        let rounds = run
+            .get("rtt")
+            .and_then(|rtt| rtt.get("samples"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if asked == 0 || sent != 1 || received != 0 || rounds != asked {
+            bail!(
+                "{what} was asked for {asked} rounds but timed {rounds} (messages: sent {sent}, \
+                 received {received})"
+            );
+        }
+        return Ok(());
+    }
     // A stream one way has the other way carry only its request (or nothing).
     let needs_sent = mode != "stream" || direction != "from-guest";
     let needs_received = mode != "stream" || direction != "to-guest";
@@ -153,6 +168,22 @@ fn rtt_ratios(
         }
     }
     text
+}
+
+/// The ring's round trip over the platform's own floor in the same boot: the busy-polling
+/// ping run (the floor busy-polls too; else the main run) over the `floor` run, with both
+/// figures. `None` without a floor run.
+fn floor_comparison(runs: &[Map<String, Value>]) -> Option<Value> {
+    let floor = runs.iter().find(|run| text(run, "mode") == "floor")?;
+    let pings = || runs.iter().filter(|run| text(run, "mode") == "ping");
+    let ping = pings()
+        .find(|run| text(run, "idle_policy") == "busy-poll")
+        .or_else(|| pings().last())?;
+    let mut comparison = Map::new();
+    comparison.insert("floor".into(), run_summary(floor));
+    comparison.insert("ping".into(), run_summary(ping));
+    rtt_ratios(ping, floor, "ping_over_floor", &mut comparison);
+    Some(Value::Object(comparison))
 }
 
 /// The main run and the earlier ping run with the other idle policy of the peer
@@ -203,6 +234,9 @@ pub fn finish(
     report.insert("runs".into(), runs.iter().map(run_summary).collect());
     if let Some(comparison) = idle_comparison(&runs) {
         report.insert("idle_comparison".into(), comparison);
+    }
+    if let Some(comparison) = floor_comparison(&runs) {
+        report.insert("floor_comparison".into(), comparison);
     }
     if let Some(stats) = &guest_console {
         report.insert("guest_console".to_string(), Value::Object(stats.clone()));
@@ -284,6 +318,22 @@ pub fn finish(
             ticks("max"),
             micros("max"),
         );
+    }
+    if let Some(comparison) = report.get("floor_comparison").and_then(Value::as_object) {
+        let ping = comparison.get("ping").and_then(Value::as_object);
+        let mut line = format!(
+            "  ring round trip / bare-flag floor, same boot ({}-byte ping, {} idle; TCG \
+             emulation: compare ratios only):",
+            ping.map_or(0, |ping| counter(ping, "payload_bytes")),
+            ping.map_or("-", |ping| text(ping, "idle_policy")),
+        );
+        for key in ["p50", "p99", "mean"] {
+            let ratio = comparison.get(&format!("{key}_ratio_ping_over_floor"));
+            if let Some(ratio) = ratio.and_then(Value::as_f64) {
+                line += &format!(" {key} {ratio:.2}");
+            }
+        }
+        println!("{line}");
     }
     if let Some(comparison) = report.get("idle_comparison").and_then(Value::as_object) {
         let name = comparison
@@ -564,6 +614,24 @@ mod tests {
         assert!(check_run(&run(to_guest)).is_ok());
         let asked_nothing = json!({"mode": "ping", "count": 0});
         assert!(check_run(&run(asked_nothing)).is_err());
+    }
+
+    #[test]
+    fn a_floor_run_must_time_every_round_and_is_compared_with_the_busy_ping() {
+        let floor = json!({"mode": "floor", "count": 10, "messages_sent": 1,
+            "messages_received": 0, "rtt": {"samples": 10, "p50": 100, "p99": 200, "mean": 120.0}});
+        assert!(check_run(&run(floor.clone())).is_ok());
+        let mut short = floor.clone();
+        short["rtt"]["samples"] = json!(9);
+        assert!(check_run(&run(short)).is_err());
+        let busy = json!({"mode": "ping", "idle_policy": "busy-poll",
+            "rtt": {"p50": 150, "p99": 500, "mean": 180.0}});
+        let events = json!({"mode": "ping", "idle_policy": "events",
+            "rtt": {"p50": 900, "p99": 900, "mean": 900.0}});
+        let comparison = floor_comparison(&[run(busy), run(floor), run(events)]).expect("floor");
+        assert_eq!(comparison["p50_ratio_ping_over_floor"], json!(1.5));
+        assert_eq!(comparison["p99_ratio_ping_over_floor"], json!(2.5));
+        assert!(floor_comparison(&[]).is_none());
     }
 
     #[test]
