@@ -178,7 +178,7 @@ fn floor_comparison(runs: &[Map<String, Value>]) -> Option<Value> {
     let pings = || runs.iter().filter(|run| text(run, "mode") == "ping");
     let ping = pings()
         .find(|run| text(run, "idle_policy") == "busy-poll")
-        .or_else(|| pings().last())?;
+        .or_else(|| pings().next_back())?;
     let mut comparison = Map::new();
     comparison.insert("floor".into(), run_summary(floor));
     comparison.insert("ping".into(), run_summary(ping));
