@@ -56,6 +56,7 @@ fn initial_report(cli: &Cli) -> Report {
     let (count, payload_bytes, window, direction) = match cli.mode {
         Mode::Ping { count, size } => (count, size, None, None),
         Mode::Idle { .. } => (0, 0, None, None),
+        Mode::Floor { count } => (u64::from(count), 0, None, None),
         Mode::Echo {
             count,
             size,

@@ -146,6 +146,14 @@ pub enum Mode {
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
         window: u32,
     },
+    /// The platform's round-trip floor: asks the guest (FloorRequest, ABI §7.4) to ping-pong a
+    /// bare flag word through the same region, --count rounds, and reports their round trips
+    /// like ping does. Busy-polls on both sides.
+    Floor {
+        /// Number of round trips.
+        #[arg(long, default_value_t = 5000, value_parser = parse_floor_count)]
+        count: u32,
+    },
     /// One-way Data messages.
     Stream {
         /// Number of messages per direction.
@@ -168,6 +176,7 @@ impl Mode {
             Mode::Echo { .. } => "echo",
             Mode::Stream { .. } => "stream",
             Mode::Idle { .. } => "idle",
+            Mode::Floor { .. } => "floor",
         }
     }
 }
@@ -309,6 +318,11 @@ fn parse_count(text: &str) -> Result<u64, String> {
         0 => Err("count must be at least 1".to_string()),
         count => Ok(count),
     }
+}
+
+fn parse_floor_count(text: &str) -> Result<u32, String> {
+    let count = parse_count(text)?;
+    u32::try_from(count).map_err(|_| format!("count {count} does not fit in 32 bits"))
 }
 
 fn parse_size(text: &str) -> Result<u32, String> {

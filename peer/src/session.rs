@@ -10,7 +10,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use sramlink_ring::proto::{
-    self, HEADER_LEN, Op, STATS_LEN, Sequence, SequenceTracker, StreamRequest, Verdict,
+    self, FLOOR_GUEST_FLAG, FLOOR_PEER_FLAG, FloorRequest, HEADER_LEN, Op, STATS_LEN, Sequence,
+    SequenceTracker, StreamRequest, Verdict,
 };
 use sramlink_ring::{
     Consumer, Error as RingError, Producer, Region, Role, SendError, SessionStart, SharedMemory,
@@ -468,7 +469,7 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         channel: Option<EventChannel>,
     ) -> Self {
         let plan = match options.mode {
-            Mode::Idle { .. } => Plan {
+            Mode::Idle { .. } | Mode::Floor { .. } => Plan {
                 payload: 0,
                 echo_total: 0,
                 window: 0,
@@ -513,7 +514,11 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
                 }
             }
         };
-        let rtt_capacity = usize::try_from(plan.echo_total).unwrap_or(0).min(1 << 24);
+        let timed = match options.mode {
+            Mode::Floor { count } => u64::from(count),
+            _ => plan.echo_total,
+        };
+        let rtt_capacity = usize::try_from(timed).unwrap_or(0).min(1 << 24);
         Session {
             region,
             liveness: Liveness::new(region, options.liveness),
@@ -634,6 +639,9 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
         if let Mode::Idle { seconds } = self.options.mode {
             return self.idle_window(seconds);
         }
+        if let Mode::Floor { count } = self.options.mode {
+            return self.floor(count);
+        }
         self.check_sizes()?;
         let mut backoff = Backoff::new(self.options.policy);
         let mut last_progress = Instant::now();
@@ -682,6 +690,64 @@ impl<'r, M: SharedMemory + Clone> Session<'r, M> {
                     last_progress = Instant::now();
                 }
             }
+        }
+        self.mode_end = Some(self.last_activity);
+        Ok(())
+    }
+
+    /// The bare-flag floor (ABI §7.4): one FloorRequest, then `count` rounds of storing the
+    /// round's value into our flag word and polling the guest's until it echoes it, each
+    /// timed like a ping. No barrier: each word has one writer and carries no other data, so
+    /// per-location coherence of an aligned 32-bit word is all a round relies on (the rings'
+    /// barriers order the request before the rounds: our store of `start` comes before the
+    /// request's publication, and the guest reads the request before it looks at our word).
+    fn floor(&mut self, count: u32) -> Result<(), PeerError> {
+        let memory = self.region.memory();
+        // No round's value is in either word yet: the guest's holds `start`, ours too.
+        let start = memory.load_u32(FLOOR_GUEST_FLAG);
+        memory.store_u32(FLOOR_PEER_FLAG, start);
+        let request = FloorRequest { count, start };
+        let asked_at = Instant::now();
+        loop {
+            match proto::send_message(&mut self.producer, Op::FloorRequest, 0, &request.encode()) {
+                Ok(()) => break,
+                Err(SendError::Full) if asked_at.elapsed() < self.options.timeout => {
+                    std::thread::yield_now();
+                }
+                Err(SendError::Full) => {
+                    return Err(PeerError::timeout("no room for the FloorRequest"));
+                }
+                Err(error) => return Err(send_error(&error)),
+            }
+        }
+        self.note_send();
+        // The guest may be asleep on events: the request is a publication it must see.
+        self.notify_guest()?;
+        for round in 1..=count {
+            let value = request.value(round);
+            let sent_at = self.counter.now();
+            memory.store_u32(FLOOR_PEER_FLAG, value);
+            let mut polls = 0u32;
+            // Set on the first slow poll only: a clock read per round would be timed too.
+            let mut waiting_since = None;
+            while memory.load_u32(FLOOR_GUEST_FLAG) != value {
+                polls = polls.wrapping_add(1);
+                if polls % 4096 == 0 {
+                    self.liveness.beat(self.region);
+                    self.check_guest_alive()?;
+                    let since = *waiting_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.options.timeout {
+                        return Err(PeerError::timeout(format!(
+                            "floor: no echo of round {round} of {count} for {:.1} s",
+                            self.options.timeout.as_secs_f64()
+                        )));
+                    }
+                }
+                core::hint::spin_loop();
+            }
+            let now = self.counter.now();
+            self.rtt.record(now.saturating_sub(sent_at));
+            self.last_activity = now;
         }
         self.mode_end = Some(self.last_activity);
         Ok(())

@@ -153,6 +153,19 @@ fn ping_round_trips_with_a_histogram() {
 }
 
 #[test]
+fn the_floor_times_its_rounds_then_the_guest_serves_and_stops() {
+    let (report, guest) = run_against_guest(3 * 4096, options(Mode::Floor { count: 300 }));
+    assert_clean(&report, &guest);
+    // The FloorRequest is the only message of the mode; the guest also counts the Stop.
+    assert_eq!((report.messages_sent, report.messages_received), (1, 0));
+    assert_eq!((guest.received, guest.sent), (2, 0));
+    let rtt = report.rtt.expect("round trips");
+    assert_eq!(rtt.samples, 300);
+    let histogram_total: u64 = report.rtt_histogram.iter().map(|bucket| bucket.count).sum();
+    assert_eq!(histogram_total, 300);
+}
+
+#[test]
 fn echo_with_a_window_wraps_the_rings() {
     // 4 KiB rings, 1000-byte messages, 8 in flight: the rings wrap and fill many times.
     let (report, guest) = run_against_guest(

@@ -24,6 +24,15 @@ pub const HEADER_LEN: usize = 24;
 pub const STREAM_REQUEST_LEN: usize = 16;
 /// Payload size of [`Op::Stats`].
 pub const STATS_LEN: usize = 40;
+/// Payload size of [`Op::FloorRequest`].
+pub const FLOOR_REQUEST_LEN: usize = 8;
+/// Region offset of the floor's peer flag word (line 8 of the header page, which ABI §2
+/// leaves unused otherwise; written by the peer only, during a [`Op::FloorRequest`]).
+pub const FLOOR_PEER_FLAG: usize = 0x200;
+/// Region offset of the floor's guest flag word (line 9, written by the guest only, while it
+/// serves a [`Op::FloorRequest`]). Every `data_offset` is at least 4096 (ABI §2.2), so both
+/// lines lie outside the rings in every valid geometry.
+pub const FLOOR_GUEST_FLAG: usize = 0x240;
 /// Size of the stack buffer used to move payloads in pieces.
 pub(crate) const CHUNK: usize = 256;
 
@@ -44,6 +53,10 @@ pub enum Op {
     Stop = 5,
     /// Guest → peer: payload [`Stats`], the guest's counters.
     Stats = 6,
+    /// Peer → guest: payload [`FloorRequest`]; the guest leaves the rings for a bare-flag
+    /// ping-pong of `count` rounds on [`FLOOR_PEER_FLAG`]/[`FLOOR_GUEST_FLAG`] (the platform's
+    /// round-trip floor), then serves again. No reply message.
+    FloorRequest = 7,
 }
 
 impl Op {
@@ -56,6 +69,7 @@ impl Op {
             4 => Op::StreamRequest,
             5 => Op::Stop,
             6 => Op::Stats,
+            7 => Op::FloorRequest,
             _ => return None,
         })
     }
@@ -377,6 +391,46 @@ impl StreamRequest {
     }
 }
 
+/// Payload of [`Op::FloorRequest`]: `count: u32, start: u32`.
+///
+/// Round `r` (1..=count) is the peer storing `start + r` (wrapping) into [`FLOOR_PEER_FLAG`]
+/// and the guest, once it reads that value there, storing it into [`FLOOR_GUEST_FLAG`]. The
+/// peer picks `start` as the guest flag's current value, so no round's value is already in
+/// either word when the request arrives (the peer stores `start` into its own word first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FloorRequest {
+    /// Rounds to play.
+    pub count: u32,
+    /// The value before the first round.
+    pub start: u32,
+}
+
+impl FloorRequest {
+    /// The little-endian encoding.
+    pub fn encode(&self) -> [u8; FLOOR_REQUEST_LEN] {
+        let mut bytes = [0; FLOOR_REQUEST_LEN];
+        bytes[0..4].copy_from_slice(&self.count.to_le_bytes());
+        bytes[4..8].copy_from_slice(&self.start.to_le_bytes());
+        bytes
+    }
+
+    /// Decodes exactly [`FLOOR_REQUEST_LEN`] bytes.
+    pub fn decode(bytes: &[u8]) -> Option<FloorRequest> {
+        if bytes.len() != FLOOR_REQUEST_LEN {
+            return None;
+        }
+        Some(FloorRequest {
+            count: u32_at(bytes, 0),
+            start: u32_at(bytes, 4),
+        })
+    }
+
+    /// The value of round `round` (1-based).
+    pub fn value(&self, round: u32) -> u32 {
+        self.start.wrapping_add(round)
+    }
+}
+
 /// Counters of one side; the payload of [`Op::Stats`] (five little-endian `u64`s in this
 /// order).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -555,6 +609,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn floor_request_round_trips_and_its_values_wrap() {
+        let request = FloorRequest {
+            count: 3,
+            start: u32::MAX,
+        };
+        assert_eq!(FloorRequest::decode(&request.encode()), Some(request));
+        assert_eq!(FloorRequest::decode(&request.encode()[..7]), None);
+        assert_eq!((request.value(1), request.value(2)), (0, 1));
+        assert_eq!(Op::from_u32(7), Some(Op::FloorRequest));
     }
 
     #[test]

@@ -6,8 +6,8 @@
 use crate::error::{Error, SendError};
 use crate::memory::SharedMemory;
 use crate::proto::{
-    self, HEADER_LEN, Header, Op, STREAM_REQUEST_LEN, Sequence, SequenceTracker, StreamRequest,
-    Verdict,
+    self, FLOOR_GUEST_FLAG, FLOOR_PEER_FLAG, FLOOR_REQUEST_LEN, FloorRequest, HEADER_LEN, Header,
+    Op, STREAM_REQUEST_LEN, Sequence, SequenceTracker, StreamRequest, Verdict,
 };
 use crate::region::{Region, Role, SideState};
 use crate::ring::{Consumer, Producer, ReadSlot};
@@ -80,7 +80,12 @@ enum Handled {
     Blocked,
     /// A Stop was processed: send Stats and return.
     Stop,
+    /// A valid FloorRequest was processed: play it.
+    Floor(FloorRequest),
 }
+
+/// Polls of the peer's floor flag between two looks at its state word and session request.
+const FLOOR_CHECK_EVERY: u32 = 4096;
 
 /// The guest's end of the demo protocol over a created region.
 ///
@@ -96,6 +101,7 @@ pub struct Service<M> {
     data: SequenceTracker,
     stream_requests: SequenceTracker,
     stops: SequenceTracker,
+    floors: SequenceTracker,
     stream: Option<Stream>,
     /// The acknowledged session (0 until a 1.1 peer asks for one: served as in 1.0).
     session: u32,
@@ -120,6 +126,7 @@ impl<M: SharedMemory + Clone> Service<M> {
             data: SequenceTracker::new(),
             stream_requests: SequenceTracker::new(),
             stops: SequenceTracker::new(),
+            floors: SequenceTracker::new(),
             stream: None,
             session: 0,
             session_stats: Stats::default(),
@@ -162,6 +169,7 @@ impl<M: SharedMemory + Clone> Service<M> {
         self.data = SequenceTracker::new();
         self.stream_requests = SequenceTracker::new();
         self.stops = SequenceTracker::new();
+        self.floors = SequenceTracker::new();
         Ok(Some(event))
     }
 
@@ -351,15 +359,54 @@ impl<M: SharedMemory + Clone> Service<M> {
                     data: &mut self.data,
                     stream_requests: &mut self.stream_requests,
                     stops: &mut self.stops,
+                    floors: &mut self.floors,
                 },
                 &mut self.stream,
             )? {
                 Handled::Done => any = true,
                 Handled::Blocked => break,
                 Handled::Stop => return Ok((true, true)),
+                Handled::Floor(request) => {
+                    // The request is released: say so before the peer starts the rounds.
+                    self.consumer.publish();
+                    self.floor(request)?;
+                    return Ok((true, false));
+                }
             }
         }
         Ok((any, false))
+    }
+
+    /// Plays a bare-flag ping-pong (ABI §7.4): for each round, polls the peer's flag word until
+    /// it holds the round's value, then stores that value into the guest's flag word.
+    ///
+    /// No barrier: the words carry no other data, and each is a naturally aligned 32-bit word
+    /// with one writer, so single-copy atomicity and per-location coherence are all a round
+    /// relies on; nothing before or after a round is ordered by it (the rings keep their own
+    /// barriers). Busy-polls (it is the floor), but every [`FLOOR_CHECK_EVERY`] polls it
+    /// advances the heartbeat and looks at the peer's state word and session request: a
+    /// peer that stopped, or started a new session, ends the floor early and the guest serves
+    /// again, as it does after the last round.
+    fn floor(&mut self, request: FloorRequest) -> Result<(), Error> {
+        for round in 1..=request.count {
+            let value = request.value(round);
+            let mut polls = 0u32;
+            while self.region.memory().load_u32(FLOOR_PEER_FLAG) != value {
+                polls = polls.wrapping_add(1);
+                if polls % FLOOR_CHECK_EVERY == 0 {
+                    self.beat();
+                    // `state` issues the acquire barrier after its load (see Region::state).
+                    if self.region.state(Role::Peer)? == SideState::Stopped
+                        || self.region.pending_session(self.session).is_some()
+                    {
+                        return Ok(());
+                    }
+                }
+                core::hint::spin_loop();
+            }
+            self.region.memory().store_u32(FLOOR_GUEST_FLAG, value);
+        }
+        Ok(())
     }
 
     /// Sends the Stats reply, waiting (with `idle`) for room; whether it was sent.
@@ -406,6 +453,7 @@ struct Trackers<'a> {
     data: &'a mut SequenceTracker,
     stream_requests: &'a mut SequenceTracker,
     stops: &'a mut SequenceTracker,
+    floors: &'a mut SequenceTracker,
 }
 
 fn count_sequence(stats: &mut Stats, tracker: &mut SequenceTracker, seq: u64) {
@@ -470,6 +518,25 @@ fn handle<M: SharedMemory>(
                 _ => stats.protocol_errors += 1,
             }
             Ok(Handled::Done)
+        }
+        // A floor would stall the stream's remaining messages: it waits for the stream's end.
+        Some(Op::FloorRequest) if stream.is_some() => Ok(Handled::Blocked),
+        Some(Op::FloorRequest) => {
+            let mut payload = [0u8; FLOOR_REQUEST_LEN];
+            let request = (slot.len() == HEADER_LEN + FLOOR_REQUEST_LEN)
+                .then(|| slot.read(HEADER_LEN, &mut payload))
+                .and_then(|_| FloorRequest::decode(&payload))
+                .filter(|_| proto::checksum(&payload) == header.checksum);
+            stats.received += 1;
+            count_sequence(stats, trackers.floors, header.seq);
+            slot.release();
+            match request {
+                Some(request) => Ok(Handled::Floor(request)),
+                None => {
+                    stats.protocol_errors += 1;
+                    Ok(Handled::Done)
+                }
+            }
         }
         Some(Op::Stop) if stream.is_some() => Ok(Handled::Blocked),
         Some(Op::Stop) => {

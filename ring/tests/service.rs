@@ -748,3 +748,85 @@ fn a_fatal_error_publishes_the_healthy_ring_then_stops() {
         8 + 24 + 16
     );
 }
+
+/// Plays `rounds` floor rounds of `request` as the peer (ABI §7.4).
+fn play_floor(peer: &Peer, request: proto::FloorRequest, rounds: std::ops::RangeInclusive<u32>) {
+    let memory = peer.region.memory();
+    for round in rounds {
+        let value = request.value(round);
+        memory.store_u32(proto::FLOOR_PEER_FLAG, value);
+        wait_for("the guest's floor flag", || {
+            (memory.load_u32(proto::FLOOR_GUEST_FLAG) == value).then_some(())
+        });
+    }
+}
+
+/// Sends a FloorRequest of `count` rounds, starting from the guest flag's current value.
+fn request_floor(peer: &mut Peer, count: u32, seq: u64) -> proto::FloorRequest {
+    let start = peer.region.memory().load_u32(proto::FLOOR_GUEST_FLAG);
+    peer.region
+        .memory()
+        .store_u32(proto::FLOOR_PEER_FLAG, start);
+    let request = proto::FloorRequest { count, start };
+    peer.send(Op::FloorRequest, seq, &request.encode());
+    request
+}
+
+#[test]
+fn the_floor_plays_its_rounds_then_the_guest_serves_again() {
+    let mut peer = start(4096);
+    for seq in 0..2 {
+        let request = request_floor(&mut peer, 300, seq);
+        play_floor(&peer, request, 1..=300);
+        // Back to the rings: an echo is answered.
+        peer.send_pattern(Op::EchoRequest, seq, 32);
+        let (header, payload) = peer.recv();
+        check_pattern_message(&header, &payload, Op::EchoReply, seq, 32);
+    }
+    let (reported, _) = peer.stop();
+    // Two floor requests, two echoes, the Stop; nothing wrong.
+    assert_eq!(reported.received, 5);
+    assert_eq!(reported.sent, 2);
+    assert_eq!(
+        reported.protocol_errors + reported.lost + reported.corrupted,
+        0
+    );
+}
+
+#[test]
+fn a_floor_ends_early_when_the_peer_stops() {
+    let mut peer = start(256);
+    let request = request_floor(&mut peer, 1_000_000, 0);
+    play_floor(&peer, request, 1..=3);
+    // The peer gives up mid-floor: the guest leaves the floor and stops.
+    peer.region.set_state(Role::Peer, SideState::Stopped);
+    let stats = join(peer.guest).unwrap();
+    assert_eq!((stats.received, stats.protocol_errors), (1, 0));
+    assert_eq!(peer.region.state(Role::Guest), Ok(SideState::Stopped));
+}
+
+#[test]
+fn a_malformed_floor_request_is_a_protocol_error_and_is_not_played() {
+    let mut peer = start(256);
+    let start_value = peer.region.memory().load_u32(proto::FLOOR_GUEST_FLAG);
+    // A bad checksum, then a payload one byte short.
+    let payload = proto::FloorRequest {
+        count: 5,
+        start: start_value,
+    }
+    .encode();
+    let mut header = Header::for_payload(Op::FloorRequest, 0, &payload);
+    header.checksum ^= 1;
+    peer.send_raw(&[&header.encode()[..], &payload[..]].concat());
+    peer.send(Op::FloorRequest, 1, &payload[..7]);
+    // Still serving the rings, the guest flag untouched.
+    peer.send_pattern(Op::EchoRequest, 0, 16);
+    let (header, payload) = peer.recv();
+    check_pattern_message(&header, &payload, Op::EchoReply, 0, 16);
+    assert_eq!(
+        peer.region.memory().load_u32(proto::FLOOR_GUEST_FLAG),
+        start_value
+    );
+    let (reported, _) = peer.stop();
+    assert_eq!(reported.protocol_errors, 2);
+}

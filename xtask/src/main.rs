@@ -22,6 +22,7 @@ mod limits;
 mod module;
 mod paths;
 mod plan;
+mod plot;
 mod process;
 mod qemu;
 mod report;

@@ -1,5 +1,9 @@
 //! What the peer does in a good run, the same on bare QEMU and under Xen: every mode once and
-//! ping with both of its idle policies, then a last ping that stops the guest.
+//! ping with both of its idle policies, the bare-flag floor, then a last ping that stops the
+//! guest.
+
+/// Rounds of the floor run: a few thousand round trips, seconds under TCG.
+pub const FLOOR_ROUNDS: u64 = 5000;
 
 /// The peer's runs in order, each as its arguments after the region options (`--json` and the
 /// timeout are the caller's). Only the last one stops the guest; the earlier ones leave it
@@ -8,7 +12,9 @@
 /// With `events` every run waits on Xen events (`--events`) except the first ping, which
 /// busy-polls: the same boot measures both. With `idle_seconds` > 0 an idle window (nothing
 /// exchanged, both sides waiting: the peer on events, or else busy-polling) comes before the
-/// last run.
+/// last run. The floor (`floor`, a bare flag ping-ponged through the same region, ABI §7.4)
+/// plays [`FLOOR_ROUNDS`] rounds (at most `count`): the ring's round trip is reported as a
+/// ratio to it.
 pub fn peer_runs(
     count: u64,
     size: u32,
@@ -45,6 +51,13 @@ pub fn peer_runs(
         [policy(busy_poll), sized(&["echo", "--window", "16"])].concat(),
         // One-way streams, both directions at once.
         [policy(busy_poll), sized(&["stream", "--direction", "both"])].concat(),
+        // The platform's floor; it busy-polls whatever the policy.
+        vec![
+            "--busy-poll".into(),
+            "floor".into(),
+            "--count".into(),
+            count.clamp(1, FLOOR_ROUNDS).to_string(),
+        ],
     ];
     if idle_seconds > 0 {
         // Waiting on events, or (the comparison) busy-polling.
@@ -78,7 +91,8 @@ mod tests {
         assert_eq!(joined[0], "--busy-poll ping --count 7 --size 64");
         assert_eq!(joined[1], "echo --window 16 --count 7 --size 64");
         assert_eq!(joined[2], "stream --direction both --count 7 --size 64");
-        assert_eq!(joined[3], "--stop-guest ping --count 7 --size 64");
+        assert_eq!(joined[3], "--busy-poll floor --count 7");
+        assert_eq!(joined[4], "--stop-guest ping --count 7 --size 64");
         assert_eq!(
             joined
                 .iter()
@@ -89,7 +103,7 @@ mod tests {
         let busy = peer_runs(7, 64, true, false, 0);
         assert_eq!(busy[0].join(" "), "ping --count 7 --size 64");
         assert_eq!(
-            busy[3].join(" "),
+            busy[4].join(" "),
             "--stop-guest --busy-poll ping --count 7 --size 64"
         );
     }
@@ -104,7 +118,10 @@ mod tests {
             joined[2],
             "--events stream --direction both --count 7 --size 64"
         );
-        assert_eq!(joined[3], "--events idle --seconds 5");
-        assert_eq!(joined[4], "--stop-guest --events ping --count 7 --size 64");
+        assert_eq!(joined[3], "--busy-poll floor --count 7");
+        assert_eq!(joined[4], "--events idle --seconds 5");
+        assert_eq!(joined[5], "--stop-guest --events ping --count 7 --size 64");
+        let floor = peer_runs(100_000, 64, false, false, 0);
+        assert_eq!(floor[3].join(" "), "--busy-poll floor --count 5000");
     }
 }

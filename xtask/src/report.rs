@@ -65,6 +65,7 @@ fn run_summary(run: &Map<String, Value>) -> Value {
         "corrupted",
         "protocol_errors",
         "rtt",
+        "rtt_histogram",
         "messages_per_second",
         "payload_bytes_per_second",
         "cpu_seconds",
@@ -119,6 +120,21 @@ fn check_run(run: &Map<String, Value>) -> Result<()> {
         }
         return Ok(());
     }
+    if mode == "floor" {
+        // One FloorRequest over the ring, then `count` timed rounds on the flag words.
+        let rounds = run
+            .get("rtt")
+            .and_then(|rtt| rtt.get("samples"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if asked == 0 || sent != 1 || received != 0 || rounds != asked {
+            bail!(
+                "{what} was asked for {asked} rounds but timed {rounds} (messages: sent {sent}, \
+                 received {received})"
+            );
+        }
+        return Ok(());
+    }
     // A stream one way has the other way carry only its request (or nothing).
     let needs_sent = mode != "stream" || direction != "from-guest";
     let needs_received = mode != "stream" || direction != "to-guest";
@@ -152,6 +168,22 @@ fn rtt_ratios(
         }
     }
     text
+}
+
+/// The ring's round trip over the platform's own floor in the same boot: the busy-polling
+/// ping run (the floor busy-polls too; else the main run) over the `floor` run, with both
+/// figures. `None` without a floor run.
+fn floor_comparison(runs: &[Map<String, Value>]) -> Option<Value> {
+    let floor = runs.iter().find(|run| text(run, "mode") == "floor")?;
+    let pings = || runs.iter().filter(|run| text(run, "mode") == "ping");
+    let ping = pings()
+        .find(|run| text(run, "idle_policy") == "busy-poll")
+        .or_else(|| pings().next_back())?;
+    let mut comparison = Map::new();
+    comparison.insert("floor".into(), run_summary(floor));
+    comparison.insert("ping".into(), run_summary(ping));
+    rtt_ratios(ping, floor, "ping_over_floor", &mut comparison);
+    Some(Value::Object(comparison))
 }
 
 /// The main run and the earlier ping run with the other idle policy of the peer
@@ -203,15 +235,44 @@ pub fn finish(
     if let Some(comparison) = idle_comparison(&runs) {
         report.insert("idle_comparison".into(), comparison);
     }
+    if let Some(comparison) = floor_comparison(&runs) {
+        report.insert("floor_comparison".into(), comparison);
+    }
     if let Some(stats) = &guest_console {
         report.insert("guest_console".to_string(), Value::Object(stats.clone()));
     }
     let dir = crate::paths::reports_dir();
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{name}.json"));
+    let hz = report
+        .get("counter_hz")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let curves = crate::plot::curves(&runs, hz);
+    let figure = dir.join(format!("{name}-rtt-cdf.svg"));
+    if !curves.is_empty() {
+        report.insert("rtt_cdf_svg".into(), json!(figure.display().to_string()));
+    }
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+    if !curves.is_empty() {
+        let platform = report
+            .get("platform")
+            .and_then(Value::as_str)
+            .unwrap_or(name);
+        crate::plot::draw_cdf(
+            &figure,
+            &format!("{name}: round trips, {platform}"),
+            &curves,
+        )?;
+    }
 
     println!("report {}:", path.display());
+    if !curves.is_empty() {
+        println!(
+            "  round-trip distribution (CDF per run): {}",
+            figure.display()
+        );
+    }
     for run in &runs {
         let mut line = format!(
             "  peer {} {}{} ({} idle): sent {}, received {}, lost {}, corrupted {}",
@@ -257,6 +318,22 @@ pub fn finish(
             ticks("max"),
             micros("max"),
         );
+    }
+    if let Some(comparison) = report.get("floor_comparison").and_then(Value::as_object) {
+        let ping = comparison.get("ping").and_then(Value::as_object);
+        let mut line = format!(
+            "  ring round trip / bare-flag floor, same boot ({}-byte ping, {} idle; TCG \
+             emulation: compare ratios only):",
+            ping.map_or(0, |ping| counter(ping, "payload_bytes")),
+            ping.map_or("-", |ping| text(ping, "idle_policy")),
+        );
+        for key in ["p50", "p99", "mean"] {
+            let ratio = comparison.get(&format!("{key}_ratio_ping_over_floor"));
+            if let Some(ratio) = ratio.and_then(Value::as_f64) {
+                line += &format!(" {key} {ratio:.2}");
+            }
+        }
+        println!("{line}");
     }
     if let Some(comparison) = report.get("idle_comparison").and_then(Value::as_object) {
         let name = comparison
@@ -379,6 +456,33 @@ pub fn add_guest_idle_comparison(main: &Path, other: &Path) -> Result<()> {
                 100.0 * a / b
             );
         }
+    }
+    // The figure of the main boot, redrawn with the other boot's curves: one per guest idle
+    // policy and peer run.
+    let mut curves = Vec::new();
+    for report in [&main_report, &other_report] {
+        let runs: Vec<Map<String, Value>> = report
+            .get("runs")
+            .and_then(Value::as_array)
+            .map(|runs| {
+                runs.iter()
+                    .filter_map(|run| run.as_object().cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for mut curve in crate::plot::curves(&runs, counter(report, "counter_hz")) {
+            curve.label = format!("guest {} idle, peer {}", policy(report), curve.label);
+            curves.push(curve);
+        }
+    }
+    if let Some(figure) = main_report.get("rtt_cdf_svg").and_then(Value::as_str) {
+        let title = format!(
+            "round trips, two boots (guest idle {} and {})",
+            policy(&main_report),
+            policy(&other_report)
+        );
+        crate::plot::draw_cdf(Path::new(figure), &title, &curves)?;
+        line += &format!("\n  round-trip distribution, both boots: {figure}");
     }
     comparison.insert("other_report".into(), json!(other.display().to_string()));
     main_report.insert("guest_idle_comparison".into(), Value::Object(comparison));
@@ -510,6 +614,24 @@ mod tests {
         assert!(check_run(&run(to_guest)).is_ok());
         let asked_nothing = json!({"mode": "ping", "count": 0});
         assert!(check_run(&run(asked_nothing)).is_err());
+    }
+
+    #[test]
+    fn a_floor_run_must_time_every_round_and_is_compared_with_the_busy_ping() {
+        let floor = json!({"mode": "floor", "count": 10, "messages_sent": 1,
+            "messages_received": 0, "rtt": {"samples": 10, "p50": 100, "p99": 200, "mean": 120.0}});
+        assert!(check_run(&run(floor.clone())).is_ok());
+        let mut short = floor.clone();
+        short["rtt"]["samples"] = json!(9);
+        assert!(check_run(&run(short)).is_err());
+        let busy = json!({"mode": "ping", "idle_policy": "busy-poll",
+            "rtt": {"p50": 150, "p99": 500, "mean": 180.0}});
+        let events = json!({"mode": "ping", "idle_policy": "events",
+            "rtt": {"p50": 900, "p99": 900, "mean": 900.0}});
+        let comparison = floor_comparison(&[run(busy), run(floor), run(events)]).expect("floor");
+        assert_eq!(comparison["p50_ratio_ping_over_floor"], json!(1.5));
+        assert_eq!(comparison["p99_ratio_ping_over_floor"], json!(2.5));
+        assert!(floor_comparison(&[]).is_none());
     }
 
     #[test]
