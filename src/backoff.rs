@@ -19,6 +19,10 @@
 /// Idle passes that only spin before passes start waiting for events.
 pub const SPIN_PASSES: u32 = 256;
 
+/// The longest an [`IdlePolicy::Irq`] sleep lasts, in milliseconds, when no event comes (the
+/// guest's generic timer bounds it, so a peer that cannot notify is still served).
+pub const TICK_MS: u32 = 10;
+
 /// What the serving loop does when a pass found nothing to do.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum IdlePolicy {

@@ -297,7 +297,10 @@ mod tests {
         let blob = timer_tree("arm,armv8-timer", Some(&xen));
         let timer = DeviceTree::read(&blob).unwrap().timer().unwrap().unwrap();
         assert_eq!(timer.virtual_intid, 27);
-        let blob = timer_tree("arm,armv7-timer", Some(&[1, 13, 8, 1, 14, 8, 1, 9, 8, 1, 10, 8]));
+        let blob = timer_tree(
+            "arm,armv7-timer",
+            Some(&[1, 13, 8, 1, 14, 8, 1, 9, 8, 1, 10, 8]),
+        );
         let timer = DeviceTree::read(&blob).unwrap().timer().unwrap().unwrap();
         assert_eq!(timer.virtual_intid, 25);
         // Another compatible is not the generic timer.
@@ -329,11 +332,17 @@ mod tests {
         // An SPI as the virtual timer.
         assert_eq!(
             problem(Some(&[1, 13, 8, 1, 14, 8, 0, 11, 8])),
-            InterruptProblem::NotAPpi { kind: 0, number: 11 }
+            InterruptProblem::NotAPpi {
+                kind: 0,
+                number: 11
+            }
         );
         assert_eq!(
             problem(Some(&[1, 13, 8, 1, 14, 8, 1, 16, 8])),
-            InterruptProblem::NotAPpi { kind: 1, number: 16 }
+            InterruptProblem::NotAPpi {
+                kind: 1,
+                number: 16
+            }
         );
     }
 
