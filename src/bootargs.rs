@@ -4,8 +4,8 @@
 //! QEMU it is whatever the DTB's `/chosen` holds (`-append`). The words are separated by
 //! whitespace; the guest reads only its own options and ignores every other word:
 //!
-//! - `sramlink.idle=wfe` (default), `sramlink.idle=irq` or `sramlink.idle=busy-poll`: the serving loop's
-//!   [`IdlePolicy`]. Any other value is an error. When the option appears more than once, every
+//! - `sramlink.idle=irq` (default; `wfe` without Xen events), `sramlink.idle=wfe` or
+//!   `sramlink.idle=busy-poll`: the serving loop's [`IdlePolicy`]. Any other value is an error. When the option appears more than once, every
 //!   occurrence must be valid and the last one wins, as for Linux's `key=value` parameters.
 //! - `sramlink.spin=N`: idle passes that only spin before the policy waits (default
 //!   [`crate::backoff::SPIN_PASSES`], at most [`MAX_SPIN_PASSES`]); decimal. Same rules.
@@ -209,11 +209,11 @@ mod tests {
     }
 
     #[test]
-    fn absent_bootargs_or_option_gives_wfe() {
-        assert_eq!(idle_policy(None), Ok(IdlePolicy::Wfe));
-        assert_eq!(parse(""), Ok(IdlePolicy::Wfe));
-        assert_eq!(parse("\0"), Ok(IdlePolicy::Wfe));
-        assert_eq!(parse("console=hvc0 quiet"), Ok(IdlePolicy::Wfe));
+    fn absent_bootargs_or_option_gives_the_default_irq() {
+        assert_eq!(idle_policy(None), Ok(IdlePolicy::Irq));
+        assert_eq!(parse(""), Ok(IdlePolicy::Irq));
+        assert_eq!(parse("\0"), Ok(IdlePolicy::Irq));
+        assert_eq!(parse("console=hvc0 quiet"), Ok(IdlePolicy::Irq));
     }
 
     #[test]
@@ -239,7 +239,7 @@ mod tests {
         // Look-alike options and words that merely contain it are someone else's.
         assert_eq!(
             parse("sramlink.idler=busy-poll xsramlink.idle=bogus sramlink.idle.x=1"),
-            Ok(IdlePolicy::Wfe)
+            Ok(IdlePolicy::default())
         );
     }
 

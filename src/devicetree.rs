@@ -122,7 +122,7 @@ mod tests {
         assert_eq!(region.path, "/sram@7f000000");
         assert_eq!(region.range, range(0x7f00_0000, 0x8000_0000));
         assert!(!region.cacheable);
-        assert_eq!(platform.idle, Ok(IdlePolicy::Wfe));
+        assert_eq!(platform.idle, Ok(IdlePolicy::Irq));
     }
 
     /// A tree whose `/chosen` holds `bootargs` (when given), and another node holding
@@ -155,8 +155,8 @@ mod tests {
                 .unwrap()
                 .idle
         };
-        assert_eq!(idle(None), Ok(IdlePolicy::Wfe));
-        assert_eq!(idle(Some("console=hvc0")), Ok(IdlePolicy::Wfe));
+        assert_eq!(idle(None), Ok(IdlePolicy::Irq));
+        assert_eq!(idle(Some("console=hvc0")), Ok(IdlePolicy::Irq));
         assert_eq!(
             idle(Some("console=hvc0 sramlink.idle=busy-poll")),
             Ok(IdlePolicy::BusyPoll)
