@@ -5,27 +5,31 @@
 //! it does there is the [`IdlePolicy`], chosen on the command line (`sramlink.idle=`, see
 //! [`crate::bootargs`]) so the demo can measure both:
 //!
-//! - [`IdlePolicy::Wfe`] (the default): right after traffic the next message is probably close,
-//!   so the first [`SPIN_PASSES`] idle passes after any work only pause briefly (`spin_loop`)
-//!   and poll again; after that each idle pass waits for an event (`wfe`), which yields the
-//!   CPU under Xen and QEMU and sleeps until the timer's event stream on hardware, so the loop
-//!   never spins flat out forever.
-//! - [`IdlePolicy::Irq`]: the same short spin, then each idle pass sleeps in `wfi` until an
-//!   interrupt (the Xen event-channel upcall the peer raises) arrives: the vCPU is descheduled
-//!   and costs nothing while idle. Needs Xen events; without them the kernel falls back to
-//!   [`IdlePolicy::Wfe`] and says so.
+//! - [`IdlePolicy::Irq`] (the default): right after traffic the next message is probably
+//!   close, so the first [`SPIN_PASSES`] idle passes after any work only pause briefly
+//!   (`spin_loop`) and poll again; after that each idle pass sleeps in `wfi` until an interrupt
+//!   (the Xen event-channel upcall the peer raises, or the timer that bounds the sleep to
+//!   [`TICK_MS`]): the vCPU is descheduled and costs nothing while idle. Needs Xen events;
+//!   without them the kernel falls back to [`IdlePolicy::Wfe`] and says so.
+//! - [`IdlePolicy::Wfe`]: the same short spin, then each idle pass waits for an event (`wfe`),
+//!   which yields the CPU under Xen and QEMU and sleeps until the timer's event stream on
+//!   hardware, so the loop never spins flat out forever.
 //! - [`IdlePolicy::BusyPoll`]: every idle pass only pauses briefly; the guest never waits.
 
 /// Idle passes that only spin before passes start waiting for events.
 pub const SPIN_PASSES: u32 = 256;
 
+/// The longest an [`IdlePolicy::Irq`] sleep lasts, in milliseconds, when no event comes (the
+/// guest's generic timer bounds it, so a peer that cannot notify is still served).
+pub const TICK_MS: u32 = 10;
+
 /// What the serving loop does when a pass found nothing to do.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum IdlePolicy {
     /// Spin for [`SPIN_PASSES`] idle passes, then wait for events (`wfe`).
-    #[default]
     Wfe,
     /// Spin for [`SPIN_PASSES`] idle passes, then sleep until an interrupt (`wfi`).
+    #[default]
     Irq,
     /// Never wait for events: only a short CPU-relax pause between polls.
     BusyPoll,
@@ -169,8 +173,8 @@ mod tests {
     }
 
     #[test]
-    fn policy_names_round_trip_and_wfe_is_the_default() {
-        assert_eq!(IdlePolicy::default(), IdlePolicy::Wfe);
+    fn policy_names_round_trip_and_irq_is_the_default() {
+        assert_eq!(IdlePolicy::default(), IdlePolicy::Irq);
         for policy in IdlePolicy::ALL {
             assert_eq!(
                 IdlePolicy::from_name(policy.name().as_bytes()),

@@ -4,11 +4,15 @@
 //! QEMU it is whatever the DTB's `/chosen` holds (`-append`). The words are separated by
 //! whitespace; the guest reads only its own options and ignores every other word:
 //!
-//! - `sramlink.idle=wfe` (default), `sramlink.idle=irq` or `sramlink.idle=busy-poll`: the serving loop's
-//!   [`IdlePolicy`]. Any other value is an error. When the option appears more than once, every
+//! - `sramlink.idle=irq` (default; `wfe` without Xen events), `sramlink.idle=wfe` or
+//!   `sramlink.idle=busy-poll`: the serving loop's [`IdlePolicy`]. Any other value is an error. When the option appears more than once, every
 //!   occurrence must be valid and the last one wins, as for Linux's `key=value` parameters.
 //! - `sramlink.spin=N`: idle passes that only spin before the policy waits (default
 //!   [`crate::backoff::SPIN_PASSES`], at most [`MAX_SPIN_PASSES`]); decimal. Same rules.
+//! - `sramlink.tick=MS`: with `sramlink.idle=irq`, the longest the guest sleeps before it looks
+//!   at the ring again even when no event comes (the EL1 virtual timer wakes it; default
+//!   [`crate::backoff::TICK_MS`], at most [`MAX_TICK_MS`]; `0`: no timer, sleep until an
+//!   event); decimal milliseconds. Same rules.
 
 use core::fmt;
 
@@ -24,6 +28,12 @@ pub const SPIN_OPTION: &str = "sramlink.spin";
 
 /// Largest accepted `sramlink.spin=`.
 pub const MAX_SPIN_PASSES: u32 = 1_000_000;
+
+/// The option that bounds an `irq` sleep.
+pub const TICK_OPTION: &str = "sramlink.tick";
+
+/// Largest accepted `sramlink.tick=` (milliseconds).
+pub const MAX_TICK_MS: u32 = 60_000;
 
 /// Most characters of a rejected value repeated in an error message (escaped), so that the
 /// error line stays well under the 128-byte line buffer of Xen's vpl011.
@@ -44,6 +54,11 @@ pub enum BootArgsError {
     MissingIdlePolicy,
     /// `sramlink.spin=` with a value that is not a decimal number up to [`MAX_SPIN_PASSES`].
     BadSpin {
+        /// The value, escaped and cut to [`MAX_SHOWN_VALUE`] characters.
+        value: ShownValue,
+    },
+    /// `sramlink.tick=` with a value that is not a decimal number up to [`MAX_TICK_MS`].
+    BadTick {
         /// The value, escaped and cut to [`MAX_SHOWN_VALUE`] characters.
         value: ShownValue,
     },
@@ -72,6 +87,13 @@ impl fmt::Display for BootArgsError {
                     f,
                     "bootargs: {SPIN_OPTION}=\"{value}\" is not a number of idle passes \
                      (0..={MAX_SPIN_PASSES})"
+                );
+            }
+            BootArgsError::BadTick { value } => {
+                return write!(
+                    f,
+                    "bootargs: {TICK_OPTION}=\"{value}\" is not a number of milliseconds \
+                     (0..={MAX_TICK_MS})"
                 );
             }
         }
@@ -127,13 +149,32 @@ pub fn idle_policy(bootargs: Option<&[u8]>) -> Result<IdlePolicy, BootArgsError>
 
 /// The spin phase's length `bootargs` sets (`sramlink.spin=N`), or `default`.
 pub fn spin_passes(bootargs: Option<&[u8]>, default: u32) -> Result<u32, BootArgsError> {
-    let mut passes = default;
+    number_option(bootargs, SPIN_OPTION, default, MAX_SPIN_PASSES)
+        .map_err(|value| BootArgsError::BadSpin { value })
+}
+
+/// The bound of an `irq` sleep in milliseconds `bootargs` sets (`sramlink.tick=MS`), or
+/// `default`.
+pub fn tick_ms(bootargs: Option<&[u8]>, default: u32) -> Result<u32, BootArgsError> {
+    number_option(bootargs, TICK_OPTION, default, MAX_TICK_MS)
+        .map_err(|value| BootArgsError::BadTick { value })
+}
+
+/// The last `option=N` in `bootargs` (decimal, at most `max`), or `default`; a bad occurrence
+/// gives its value, shown.
+fn number_option(
+    bootargs: Option<&[u8]>,
+    option: &str,
+    default: u32,
+    max: u32,
+) -> Result<u32, ShownValue> {
+    let mut number = default;
     let words = bootargs
         .unwrap_or(&[])
         .split(|byte| byte.is_ascii_whitespace() || *byte == 0)
         .filter(|word| !word.is_empty());
     for word in words {
-        let Some(rest) = word.strip_prefix(SPIN_OPTION.as_bytes()) else {
+        let Some(rest) = word.strip_prefix(option.as_bytes()) else {
             continue;
         };
         let value = match rest {
@@ -142,16 +183,14 @@ pub fn spin_passes(bootargs: Option<&[u8]>, default: u32) -> Result<u32, BootArg
             // Another option that merely starts the same.
             _ => continue,
         };
-        passes = core::str::from_utf8(value)
+        number = core::str::from_utf8(value)
             .ok()
             .filter(|text| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()))
             .and_then(|text| text.parse::<u32>().ok())
-            .filter(|passes| *passes <= MAX_SPIN_PASSES)
-            .ok_or_else(|| BootArgsError::BadSpin {
-                value: shown(value),
-            })?;
+            .filter(|number| *number <= max)
+            .ok_or_else(|| shown(value))?;
     }
-    Ok(passes)
+    Ok(number)
 }
 
 #[cfg(test)]
@@ -170,11 +209,11 @@ mod tests {
     }
 
     #[test]
-    fn absent_bootargs_or_option_gives_wfe() {
-        assert_eq!(idle_policy(None), Ok(IdlePolicy::Wfe));
-        assert_eq!(parse(""), Ok(IdlePolicy::Wfe));
-        assert_eq!(parse("\0"), Ok(IdlePolicy::Wfe));
-        assert_eq!(parse("console=hvc0 quiet"), Ok(IdlePolicy::Wfe));
+    fn absent_bootargs_or_option_gives_the_default_irq() {
+        assert_eq!(idle_policy(None), Ok(IdlePolicy::Irq));
+        assert_eq!(parse(""), Ok(IdlePolicy::Irq));
+        assert_eq!(parse("\0"), Ok(IdlePolicy::Irq));
+        assert_eq!(parse("console=hvc0 quiet"), Ok(IdlePolicy::Irq));
     }
 
     #[test]
@@ -200,7 +239,7 @@ mod tests {
         // Look-alike options and words that merely contain it are someone else's.
         assert_eq!(
             parse("sramlink.idler=busy-poll xsramlink.idle=bogus sramlink.idle.x=1"),
-            Ok(IdlePolicy::Wfe)
+            Ok(IdlePolicy::default())
         );
     }
 
@@ -295,6 +334,26 @@ mod tests {
         assert_eq!(
             spin("sramlink.spin=1000001").unwrap_err().to_string(),
             "bootargs: sramlink.spin=\"1000001\" is not a number of idle passes (0..=1000000)"
+        );
+    }
+
+    #[test]
+    fn the_tick_is_read_checked_and_defaulted() {
+        let tick = |text: &str| tick_ms(Some(text.as_bytes()), 10);
+        assert_eq!(tick_ms(None, 10), Ok(10));
+        assert_eq!(tick("sramlink.spin=5"), Ok(10));
+        assert_eq!(tick("sramlink.tick=0"), Ok(0));
+        assert_eq!(tick("sramlink.tick=1 sramlink.tick=250"), Ok(250));
+        assert_eq!(tick("sramlink.ticks=9"), Ok(10));
+        for bad in ["sramlink.tick=", "sramlink.tick", "sramlink.tick=1ms"] {
+            assert!(
+                matches!(tick(bad), Err(BootArgsError::BadTick { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            tick("sramlink.tick=60001").unwrap_err().to_string(),
+            "bootargs: sramlink.tick=\"60001\" is not a number of milliseconds (0..=60000)"
         );
     }
 }

@@ -13,7 +13,7 @@ use heapless::Vec;
 pub use sramlink_devicetree::{
     Cells, DtError, FDT_HEADER_SIZE, FDT_MAGIC, GicFrames, GicVersion, Hypervisor,
     InterruptController, MAX_DTB_SIZE, MAX_MEMORY_BANKS, MAX_RESERVED_RANGES, MAX_USABLE_RANGES,
-    NodePath, PhysRange, PsciConduit, RegProblem, RegionNode, Uart, UartKind, UnusableTree,
+    NodePath, PhysRange, PsciConduit, RegProblem, RegionNode, Timer, Uart, UartKind, UnusableTree,
     XEN_DEFAULT_UPCALL_INTID, check_dtb, decode_reg, dtb_total_size,
 };
 
@@ -41,6 +41,10 @@ pub struct Platform {
     pub gic: Option<Result<InterruptController, DtError>>,
     /// Xen's `/hypervisor` node, or what is wrong with it.
     pub hypervisor: Option<Result<Hypervisor, DtError>>,
+    /// The generic timer's node, or what is wrong with it.
+    pub timer: Option<Result<Timer, DtError>>,
+    /// The bound of an `irq` sleep in milliseconds (`sramlink.tick=`), or why it cannot be used.
+    pub tick_ms: Result<u32, BootArgsError>,
 }
 
 impl Platform {
@@ -64,6 +68,8 @@ pub fn discover(dtb: &[u8]) -> Result<Platform, UnusableTree> {
         region: platform.region,
         gic: platform.interrupt_controller,
         hypervisor: platform.hypervisor,
+        timer: platform.timer,
+        tick_ms: bootargs::tick_ms(platform.bootargs, crate::backoff::TICK_MS),
     })
 }
 
@@ -116,7 +122,7 @@ mod tests {
         assert_eq!(region.path, "/sram@7f000000");
         assert_eq!(region.range, range(0x7f00_0000, 0x8000_0000));
         assert!(!region.cacheable);
-        assert_eq!(platform.idle, Ok(IdlePolicy::Wfe));
+        assert_eq!(platform.idle, Ok(IdlePolicy::Irq));
     }
 
     /// A tree whose `/chosen` holds `bootargs` (when given), and another node holding
@@ -149,8 +155,8 @@ mod tests {
                 .unwrap()
                 .idle
         };
-        assert_eq!(idle(None), Ok(IdlePolicy::Wfe));
-        assert_eq!(idle(Some("console=hvc0")), Ok(IdlePolicy::Wfe));
+        assert_eq!(idle(None), Ok(IdlePolicy::Irq));
+        assert_eq!(idle(Some("console=hvc0")), Ok(IdlePolicy::Irq));
         assert_eq!(
             idle(Some("console=hvc0 sramlink.idle=busy-poll")),
             Ok(IdlePolicy::BusyPoll)

@@ -50,6 +50,7 @@ use sramlink_devicetree::PhysRange;
 use sramlink_ring::service::{Idle, Service, SessionEvent};
 use sramlink_ring::{Creation, Direction, MemoryType, Region, Role, SideState, VolatileMemory};
 
+use crate::arch::gic::{self, GicError};
 use crate::arch::{cpu, layout, mmu, psci, timer};
 use crate::console;
 use crate::events::{self, Events};
@@ -350,11 +351,48 @@ fn start_events(platform: &Platform, entry_el: u64) -> Option<&'static Events> {
     }
 }
 
+/// Routes the EL1 virtual timer's PPI (from the tree's `/timer`) through the GIC the events
+/// set up, so `irq` sleeps can be bounded to `tick_ms`: the sleep's length in counter ticks,
+/// `None` when `tick_ms` is 0 (sleep until an event).
+fn start_tick(platform: &Platform, tick_ms: u32) -> Result<Option<u64>, TickUnavailable> {
+    if tick_ms == 0 {
+        return Ok(None);
+    }
+    let intid = match &platform.timer {
+        Some(Ok(node)) => node.virtual_intid,
+        Some(Err(error)) => return Err(TickUnavailable::Tree(error.clone())),
+        None => return Err(TickUnavailable::NoTimerNode),
+    };
+    timer::disarm();
+    gic::enable_ppi(intid, timer::on_interrupt).map_err(TickUnavailable::Gic)?;
+    Ok(Some(timer::ms_to_ticks(tick_ms)))
+}
+
+/// Why `irq` sleeps cannot be bounded by the timer.
+#[allow(clippy::large_enum_variant)] // built at most once per boot
+enum TickUnavailable {
+    NoTimerNode,
+    Tree(DtError),
+    Gic(GicError),
+}
+
+impl fmt::Display for TickUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TickUnavailable::NoTimerNode => f.write_str("the device tree has no arm,armv8-timer"),
+            TickUnavailable::Tree(error) => error.fmt(f),
+            TickUnavailable::Gic(error) => error.fmt(f),
+        }
+    }
+}
+
 /// The serving loop's waiting (per the idle policy) and notifying (when events work).
 struct GuestIdle {
     backoff: Backoff,
     events: Option<&'static Events>,
     notify_failures: u64,
+    /// The longest one `irq` sleep lasts, in counter ticks (`None`: until an interrupt).
+    tick: Option<u64>,
 }
 
 impl Idle for GuestIdle {
@@ -376,7 +414,16 @@ impl Idle for GuestIdle {
     }
 
     fn sleep(&mut self) {
+        // Bounded: a peer that cannot notify (ABI 1.0, no /dev/xen/evtchn) is still served
+        // within a tick, and so are the heartbeat duties.
+        if let Some(ticks) = self.tick {
+            timer::arm(ticks);
+        }
         cpu::wait_for_interrupt();
+        if self.tick.is_some() {
+            // Woken by an event first: the timer must not fire later, outside a sleep.
+            timer::disarm();
+        }
     }
 
     fn notify(&mut self) {
@@ -462,10 +509,31 @@ fn kernel_main(boot: BootInfo) -> ! {
         .spin_passes
         .clone()
         .unwrap_or_else(|error| fatal(&error));
+    let tick_ms = boot
+        .platform
+        .tick_ms
+        .clone()
+        .unwrap_or_else(|error| fatal(&error));
+    let (idle_policy, tick) = match idle_policy {
+        IdlePolicy::Irq => match start_tick(&boot.platform, tick_ms) {
+            Ok(tick) => (IdlePolicy::Irq, tick),
+            Err(why) => {
+                println!("sramlink: idle policy irq: no timer bound ({why}): wfe instead");
+                (IdlePolicy::Wfe, None)
+            }
+        },
+        policy => (policy, None),
+    };
     println!(
         "sramlink: idle policy: {} (spins {spin_passes} idle passes first)",
         idle_policy.name()
     );
+    if idle_policy == IdlePolicy::Irq {
+        match tick {
+            Some(_) => println!("sramlink: irq sleeps end within {tick_ms} ms (virtual timer)"),
+            None => println!("sramlink: irq sleeps end only on an event (sramlink.tick=0)"),
+        }
+    }
     // SAFETY: `map_guest` identity-mapped the region read/write (Device-nGnRE, or Normal WB when
     // cacheable: then payloads may be copied with memcpy) for the kernel's life, and no other
     // code of the guest touches it.
@@ -523,6 +591,7 @@ fn kernel_main(boot: BootInfo) -> ! {
         backoff: Backoff::with_spin_passes(idle_policy, spin_passes),
         events,
         notify_failures: 0,
+        tick,
     };
     let stats = Service::new(ring)
         .run_notified(&mut idle, print_session)
@@ -539,6 +608,9 @@ fn kernel_main(boot: BootInfo) -> ! {
             "sramlink: events: received={received} sent={sent} other_ports={other} send_failures={}",
             idle.notify_failures
         );
+    }
+    if tick.is_some() {
+        println!("sramlink: timer wake-ups: {}", timer::fired());
     }
     println!(
         "sramlink: served for {} ms",

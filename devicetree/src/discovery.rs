@@ -33,7 +33,10 @@ use heapless::Vec;
 use crate::blob::check_dtb;
 use crate::cells::{Bus, Cells, decode_reg, decode_single_reg, translate};
 use crate::error::{DtError, NodePath, RegProblem, UnusableTree, parent_of, truncated_path};
-use crate::interrupts::{Hypervisor, InterruptController, gic_frames, gic_version, upcall_intid};
+use crate::interrupts::{
+    Hypervisor, InterruptController, TIMER_COMPATIBLES, Timer, gic_frames, gic_version, timer,
+    upcall_intid,
+};
 use crate::node::NodeInfo;
 use crate::platform::{NamedRange, PsciConduit, RegionNode, Uart, UartKind, usable_memory};
 use crate::range::PhysRange;
@@ -114,6 +117,8 @@ pub struct DeviceTree<'a> {
     pub interrupt_controller: Option<Result<InterruptController, DtError>>,
     /// The first enabled `xen,xen` node, decoded.
     pub hypervisor: Option<Result<Hypervisor, DtError>>,
+    /// The first enabled generic-timer node, decoded.
+    pub timer: Option<Result<Timer, DtError>>,
 }
 
 impl<'a> DeviceTree<'a> {
@@ -147,6 +152,7 @@ impl<'a> DeviceTree<'a> {
             problem_outside_memory: None,
             interrupt_controller: None,
             hypervisor: None,
+            timer: None,
         };
         // The root's own reg (none) would use the defaults; its children use its cells.
         discovery.visit(root, "/", Cells::DEFAULT, None, 0, true);
@@ -165,6 +171,7 @@ impl<'a> DeviceTree<'a> {
             problem_outside_memory: discovery.problem_outside_memory,
             interrupt_controller: discovery.interrupt_controller,
             hypervisor: discovery.hypervisor,
+            timer: discovery.timer,
         })
     }
 
@@ -206,6 +213,11 @@ impl<'a> DeviceTree<'a> {
         self.hypervisor.clone().transpose()
     }
 
+    /// The generic timer's node (`arm,armv8-timer`), if the tree has one.
+    pub fn timer(&self) -> Result<Option<Timer>, DtError> {
+        self.timer.clone().transpose()
+    }
+
     /// The `/reserved-memory` ranges alone.
     pub fn reserved_ranges(&self) -> impl Iterator<Item = PhysRange> + '_ {
         self.reserved.iter().map(|entry| entry.range)
@@ -231,6 +243,8 @@ pub struct Platform<'a> {
     pub interrupt_controller: Option<Result<InterruptController, DtError>>,
     /// The first enabled `xen,xen` node, decoded.
     pub hypervisor: Option<Result<Hypervisor, DtError>>,
+    /// The first enabled generic-timer node, decoded (for the guest's wake-up tick).
+    pub timer: Option<Result<Timer, DtError>>,
 }
 
 impl Platform<'_> {
@@ -269,6 +283,7 @@ pub fn discover(dtb: &[u8]) -> Result<Platform<'_>, UnusableTree> {
         bootargs: tree.bootargs,
         interrupt_controller: tree.interrupt_controller,
         hypervisor: tree.hypervisor,
+        timer: tree.timer,
     })
 }
 
@@ -297,6 +312,7 @@ struct Discovery<'b, 'a> {
     problem_outside_memory: Option<DtError>,
     interrupt_controller: Option<Result<InterruptController, DtError>>,
     hypervisor: Option<Result<Hypervisor, DtError>>,
+    timer: Option<Result<Timer, DtError>>,
 }
 
 fn child_path(parent: &str, name: &str) -> NodePath {
@@ -458,6 +474,13 @@ impl<'b, 'a> Discovery<'b, 'a> {
                 })
             });
             self.hypervisor = Some(hypervisor);
+        }
+        if self.timer.is_none()
+            && TIMER_COMPATIBLES
+                .iter()
+                .any(|compatible| info.is_compatible(compatible))
+        {
+            self.timer = Some(timer(path_owned, info.interrupts));
         }
     }
 

@@ -11,6 +11,11 @@
 //!   [`XEN_DEFAULT_UPCALL_INTID`], applies. Its first `reg` entry, when present, is the grant
 //!   table's frame.
 //!
+//! - Timer: the first node compatible with `arm,armv8-timer` (or `arm,armv7-timer`): its
+//!   `interrupts` lists the secure physical, non-secure physical, virtual and hypervisor timer
+//!   PPIs in that order; the guest uses the third, the EL1 virtual timer (QEMU and Xen: PPI 11,
+//!   INTID 27).
+//!
 //! Interrupt specifiers are read as the GIC binding writes them: three cells (type: 0 SPI, 1
 //! PPI; number; flags), the form both Xen and QEMU use.
 
@@ -89,6 +94,18 @@ pub struct Hypervisor {
     pub grant_table: Option<PhysRange>,
 }
 
+/// `compatible` strings of the generic timer's node.
+pub const TIMER_COMPATIBLES: [&str; 2] = ["arm,armv8-timer", "arm,armv7-timer"];
+
+/// The generic timer's node.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Timer {
+    /// Where it is in the tree.
+    pub path: NodePath,
+    /// The EL1 virtual timer's INTID (a PPI: 16..=31), the third `interrupts` specifier.
+    pub virtual_intid: u32,
+}
+
 /// What is wrong with an interrupt-related node.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum InterruptProblem {
@@ -99,7 +116,8 @@ pub enum InterruptProblem {
         /// Entries needed.
         needed: usize,
     },
-    /// `interrupts` is not one three-cell GIC specifier.
+    /// `interrupts` is not one three-cell GIC specifier (for the timer: has fewer than
+    /// three, or is not a whole number of them).
     BadSpecifier {
         /// Length of `interrupts` in bytes.
         bytes: usize,
@@ -160,27 +178,58 @@ pub(crate) fn upcall_intid(path: &NodePath, interrupts: Option<&[u8]>) -> Result
     let Some(interrupts) = interrupts else {
         return Ok(XEN_DEFAULT_UPCALL_INTID);
     };
-    let error = |problem| DtError::Interrupts {
+    if interrupts.len() != SPECIFIER_BYTES {
+        return Err(DtError::Interrupts {
+            path: path.clone(),
+            problem: InterruptProblem::BadSpecifier {
+                bytes: interrupts.len(),
+            },
+        });
+    }
+    ppi_intid(path, interrupts)
+}
+
+/// The timer node at `path` from its `interrupts` (absent counts as empty: an error).
+pub(crate) fn timer(path: &NodePath, interrupts: Option<&[u8]>) -> Result<Timer, DtError> {
+    let interrupts = interrupts.unwrap_or(&[]);
+    // Secure physical, non-secure physical, virtual (, hypervisor (, hypervisor virtual)).
+    const VIRTUAL: usize = 2;
+    if interrupts.len() % SPECIFIER_BYTES != 0 || interrupts.len() < (VIRTUAL + 1) * SPECIFIER_BYTES
+    {
+        return Err(DtError::Interrupts {
+            path: path.clone(),
+            problem: InterruptProblem::BadSpecifier {
+                bytes: interrupts.len(),
+            },
+        });
+    }
+    let start = VIRTUAL * SPECIFIER_BYTES;
+    Ok(Timer {
         path: path.clone(),
-        problem,
-    };
-    let cells: [u8; 12] = interrupts.try_into().map_err(|_| {
-        error(InterruptProblem::BadSpecifier {
-            bytes: interrupts.len(),
-        })
-    })?;
+        virtual_intid: ppi_intid(path, &interrupts[start..start + SPECIFIER_BYTES])?,
+    })
+}
+
+/// Bytes of one GIC interrupt specifier (three cells).
+const SPECIFIER_BYTES: usize = 12;
+
+/// The INTID of one three-cell specifier, which must name a PPI.
+fn ppi_intid(path: &NodePath, specifier: &[u8]) -> Result<u32, DtError> {
     let cell = |index: usize| {
         u32::from_be_bytes([
-            cells[index * 4],
-            cells[index * 4 + 1],
-            cells[index * 4 + 2],
-            cells[index * 4 + 3],
+            specifier[index * 4],
+            specifier[index * 4 + 1],
+            specifier[index * 4 + 2],
+            specifier[index * 4 + 3],
         ])
     };
     let (kind, number) = (cell(0), cell(1));
     // GIC binding: type 1 is a PPI, numbered from INTID 16.
     if kind != 1 || number > 15 {
-        return Err(error(InterruptProblem::NotAPpi { kind, number }));
+        return Err(DtError::Interrupts {
+            path: path.clone(),
+            problem: InterruptProblem::NotAPpi { kind, number },
+        });
     }
     Ok(16 + number)
 }
@@ -225,6 +274,76 @@ mod tests {
         );
         assert_eq!(gic.frames.version(), GicVersion::V3);
         assert_eq!(tree.hypervisor(), Ok(None));
+        // <1 13 4>, <1 14 4>, <1 11 4>, <1 10 4>: the virtual timer is PPI 11.
+        let timer = tree.timer().unwrap().unwrap();
+        assert_eq!(timer.path, "/timer");
+        assert_eq!(timer.virtual_intid, 27);
+    }
+
+    fn timer_tree(compatible: &str, interrupts: Option<&[u32]>) -> Vec<u8> {
+        tree(|writer| {
+            writer.begin("timer").string("compatible", compatible);
+            if let Some(interrupts) = interrupts {
+                writer.cells("interrupts", interrupts);
+            }
+            writer.end();
+        })
+    }
+
+    #[test]
+    fn the_virtual_timer_is_the_third_specifier() {
+        // Xen's domU timer node: secure, non-secure physical, virtual (GIC-400 flags 0xf08).
+        let xen = [1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08];
+        let blob = timer_tree("arm,armv8-timer", Some(&xen));
+        let timer = DeviceTree::read(&blob).unwrap().timer().unwrap().unwrap();
+        assert_eq!(timer.virtual_intid, 27);
+        let blob = timer_tree(
+            "arm,armv7-timer",
+            Some(&[1, 13, 8, 1, 14, 8, 1, 9, 8, 1, 10, 8]),
+        );
+        let timer = DeviceTree::read(&blob).unwrap().timer().unwrap().unwrap();
+        assert_eq!(timer.virtual_intid, 25);
+        // Another compatible is not the generic timer.
+        let blob = timer_tree("arm,sp804", Some(&xen));
+        assert_eq!(DeviceTree::read(&blob).unwrap().timer(), Ok(None));
+    }
+
+    #[test]
+    fn bad_timer_specifiers_are_named() {
+        let problem = |interrupts: Option<&[u32]>| {
+            let blob = timer_tree("arm,armv8-timer", interrupts);
+            match DeviceTree::read(&blob).unwrap().timer() {
+                Err(DtError::Interrupts { path, problem }) => {
+                    assert_eq!(path, "/timer");
+                    problem
+                }
+                other => panic!("expected an interrupts error, got {other:?}"),
+            }
+        };
+        assert_eq!(problem(None), InterruptProblem::BadSpecifier { bytes: 0 });
+        assert_eq!(
+            problem(Some(&[1, 13, 8, 1, 14, 8])),
+            InterruptProblem::BadSpecifier { bytes: 24 }
+        );
+        assert_eq!(
+            problem(Some(&[1, 13, 8, 1, 14, 8, 1, 11, 8, 1])),
+            InterruptProblem::BadSpecifier { bytes: 40 }
+        );
+        // An SPI as the virtual timer.
+        assert_eq!(
+            problem(Some(&[1, 13, 8, 1, 14, 8, 0, 11, 8])),
+            InterruptProblem::NotAPpi {
+                kind: 0,
+                number: 11
+            }
+        );
+        assert_eq!(
+            problem(Some(&[1, 13, 8, 1, 14, 8, 1, 16, 8])),
+            InterruptProblem::NotAPpi {
+                kind: 1,
+                number: 16
+            }
+        );
     }
 
     /// What Xen writes into a dom0less domU with `xen,enhanced` on QEMU virt (GICv3).

@@ -40,7 +40,8 @@ pub use discovery::{
 };
 pub use error::{DtError, NodePath, PATH_CAPACITY, RegProblem, UnusableTree};
 pub use interrupts::{
-    GicFrames, GicVersion, Hypervisor, InterruptController, XEN_DEFAULT_UPCALL_INTID,
+    GicFrames, GicVersion, Hypervisor, InterruptController, TIMER_COMPATIBLES, Timer,
+    XEN_DEFAULT_UPCALL_INTID,
 };
 pub use platform::{NamedRange, PsciConduit, RegionNode, Uart, UartKind};
 pub use range::PhysRange;

@@ -124,8 +124,23 @@ fn run(
         policy: cli.backoff_policy(),
         progress: cli.progress,
         liveness,
-        events: cli.events,
+        events: cli.waits_on_events(),
         spin: Duration::from_micros(cli.spin_us),
+    };
+    // What the peer waits on, now that binding has been tried (the notes say why not).
+    report.idle_policy = if cli.waits_on_events() && region.channel.is_some() {
+        notes
+            .push("waiting on Xen events (the guest's port, bound through /dev/xen/evtchn)".into());
+        if cli.spin_us == 0 {
+            "events-only"
+        } else {
+            "events"
+        }
+    } else if cli.busy_poll {
+        "busy-poll"
+    } else {
+        notes.push("waiting by polling (spin, yield, sleep)".into());
+        "sleep"
     };
     let cpu_before = cpu_seconds();
     let result = session::run(region, &options, report);

@@ -90,12 +90,17 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub busy_poll: bool,
 
-    /// Wait on the guest's Xen event channel instead of polling: bind the port the guest
-    /// publishes in the ring header through /dev/xen/evtchn (module xen-evtchn) and block in
-    /// poll() once a short spin (--spin-us) found nothing. Without it the peer still binds when
-    /// it can, to wake a guest that sleeps on events.
-    #[arg(long, global = true, conflicts_with = "busy_poll")]
+    /// Require waiting on the guest's Xen event channel: fail (naming the cause) when the port
+    /// the guest publishes in the ring header cannot be bound through /dev/xen/evtchn (module
+    /// xen-evtchn). Without it the peer does the same whenever it can (spin for --spin-us, then
+    /// block in poll()) and polls otherwise, saying which.
+    #[arg(long, global = true, conflicts_with_all = ["busy_poll", "poll"])]
     pub events: bool,
+
+    /// Never wait on the event channel: poll (spin, yield, sleep) even when the guest's port
+    /// could be bound. The port is still bound when possible, to wake a guest asleep on events.
+    #[arg(long, global = true, alias = "no-events")]
+    pub poll: bool,
 
     /// The guest's Xen domain id (dom0less domUs are numbered from 1 in /chosen order).
     #[arg(long, value_name = "ID", default_value_t = 1, global = true)]
@@ -105,8 +110,8 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", default_value = crate::evtchn::DEVICE, global = true)]
     pub events_device: PathBuf,
 
-    /// With --events: microseconds to keep polling after the last progress before arming and
-    /// sleeping on the event channel.
+    /// When waiting on events: microseconds to keep polling after the last progress before
+    /// arming and sleeping on the event channel (0: sleep at once).
     #[arg(long, value_name = "US", default_value_t = 50, global = true)]
     pub spin_us: u64,
 
@@ -290,6 +295,12 @@ impl Cli {
         })
     }
 
+    /// Whether to wait on the guest's event channel when it is bound (the default; `--poll`
+    /// and `--busy-poll` opt out).
+    pub fn waits_on_events(&self) -> bool {
+        !self.poll && !self.busy_poll
+    }
+
     /// The waiting policy (`--busy-poll` disables sleeping).
     pub fn backoff_policy(&self) -> BackoffPolicy {
         if self.busy_poll {
@@ -403,6 +414,7 @@ mod tests {
         assert!(cli.json && cli.stop_guest);
         assert_eq!(cli.timeout, Duration::from_millis(2500));
         assert_eq!(cli.backoff_policy(), BackoffPolicy::BusyPoll);
+        assert!(!cli.waits_on_events());
         assert_eq!(
             cli.mode,
             Mode::Echo {
@@ -505,5 +517,19 @@ mod tests {
         assert!(parse(&["stream", "--direction", "sideways"]).is_err());
         assert!(parse(&["--base", "0xzz", "--size", "1", "ping"]).is_err());
         assert!(parse(&[]).is_err(), "a mode is required");
+    }
+
+    #[test]
+    fn events_are_the_default_wait_and_poll_or_busy_poll_opt_out() {
+        let default = parse(&["ping"]).expect("valid");
+        assert!(default.waits_on_events() && !default.events);
+        for opt_out in ["--poll", "--no-events", "--busy-poll"] {
+            let cli = parse(&[opt_out, "ping"]).expect("valid");
+            assert!(!cli.waits_on_events(), "{opt_out}");
+        }
+        let required = parse(&["--events", "ping"]).expect("valid");
+        assert!(required.events && required.waits_on_events());
+        assert!(parse(&["--events", "--poll", "ping"]).is_err());
+        assert!(parse(&["--events", "--busy-poll", "ping"]).is_err());
     }
 }

@@ -85,8 +85,8 @@ pub struct Report {
     pub region_size: u64,
     /// Largest message the peer→guest ring carries (bytes, protocol header included).
     pub max_message_bytes: u64,
-    /// `sleep` (bounded spin, yield, sleep), `busy-poll`, or `events` (bounded spin, then
-    /// sleep on the Xen event channel).
+    /// `sleep` (bounded spin, yield, sleep), `busy-poll`, `events` (bounded spin, then
+    /// sleep on the Xen event channel) or `events-only` (`--spin-us 0`: sleep at once).
     pub idle_policy: &'static str,
     /// Xen events received from the guest (wake-ups of the event wait).
     pub events_received: u64,

@@ -81,10 +81,11 @@ pub enum Mode {
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug, Default)]
 pub enum GuestIdle {
     /// Poll a while, then `wfe` (under Xen a trap that yields the physical CPU).
-    #[default]
     Wfe,
-    /// Poll a while, then sleep in `wfi` until the peer's Xen event (the peer waits on events
-    /// too: `--events`).
+    /// Poll a while, then sleep in `wfi` until the peer's Xen event or the guest's 10 ms timer
+    /// (the peer waits on events too: `--events`). The default, as the guest's own; on bare
+    /// QEMU (no Xen events) the guest falls back to `wfe`.
+    #[default]
     Irq,
     /// Never wait: poll continuously.
     BusyPoll,
@@ -150,7 +151,7 @@ struct DemoArgs {
     busy_poll: bool,
     /// How the guest waits when idle in the main boot (the demo boots once more with the
     /// other policy and reports the ratio).
-    #[arg(long, value_enum, default_value_t = GuestIdle::Wfe)]
+    #[arg(long, value_enum, default_value_t = GuestIdle::default())]
     guest_idle: GuestIdle,
     /// The board(s) Xen boots on (xen mode), comma-separated; with two, the summary compares
     /// their round trips.

@@ -9,8 +9,9 @@ pub const FLOOR_ROUNDS: u64 = 5000;
 /// timeout are the caller's). Only the last one stops the guest; the earlier ones leave it
 /// serving, and the next run attaches again where the ring stands.
 ///
-/// With `events` every run waits on Xen events (`--events`) except the first ping, which
-/// busy-polls: the same boot measures both. With `idle_seconds` > 0 an idle window (nothing
+/// With `events` every run waits on Xen events (`--events`, spinning a short while first: the
+/// hybrid) except the first ping, which busy-polls, and the second, which sleeps on events at
+/// once (`--spin-us 0`): the same boot measures pure polling, pure events and the hybrid. With `idle_seconds` > 0 an idle window (nothing
 /// exchanged, both sides waiting: the peer on events, or else busy-polling) comes before the
 /// last run. The floor (`floor`, a bare flag ping-ponged through the same region, ABI §7.4)
 /// plays [`FLOOR_ROUNDS`] rounds (at most `count`): the ring's round trip is reported as a
@@ -47,6 +48,18 @@ pub fn peer_runs(
     let mut runs = vec![
         // The other idle policy first, so one boot measures both.
         [policy(!busy_poll), sized(&["ping"])].concat(),
+    ];
+    if events {
+        // Pure events: no spin before sleeping.
+        runs.push(
+            [
+                vec!["--events".into(), "--spin-us".into(), "0".into()],
+                sized(&["ping"]),
+            ]
+            .concat(),
+        );
+    }
+    runs.extend([
         // Pipelined round trips: many messages in flight, the rings wrap.
         [policy(busy_poll), sized(&["echo", "--window", "16"])].concat(),
         // One-way streams, both directions at once.
@@ -58,7 +71,7 @@ pub fn peer_runs(
             "--count".into(),
             count.clamp(1, FLOOR_ROUNDS).to_string(),
         ],
-    ];
+    ]);
     if idle_seconds > 0 {
         // Waiting on events, or (the comparison) busy-polling.
         let waiting = if events { "--events" } else { "--busy-poll" };
@@ -113,14 +126,15 @@ mod tests {
         let runs = peer_runs(7, 64, false, true, 5);
         let joined: Vec<String> = runs.iter().map(|run| run.join(" ")).collect();
         assert_eq!(joined[0], "--busy-poll ping --count 7 --size 64");
-        assert_eq!(joined[1], "--events echo --window 16 --count 7 --size 64");
+        assert_eq!(joined[1], "--events --spin-us 0 ping --count 7 --size 64");
+        assert_eq!(joined[2], "--events echo --window 16 --count 7 --size 64");
         assert_eq!(
-            joined[2],
+            joined[3],
             "--events stream --direction both --count 7 --size 64"
         );
-        assert_eq!(joined[3], "--busy-poll floor --count 7");
-        assert_eq!(joined[4], "--events idle --seconds 5");
-        assert_eq!(joined[5], "--stop-guest --events ping --count 7 --size 64");
+        assert_eq!(joined[4], "--busy-poll floor --count 7");
+        assert_eq!(joined[5], "--events idle --seconds 5");
+        assert_eq!(joined[6], "--stop-guest --events ping --count 7 --size 64");
         let floor = peer_runs(100_000, 64, false, false, 0);
         assert_eq!(floor[3].join(" "), "--busy-poll floor --count 5000");
     }

@@ -188,7 +188,9 @@ fn floor_comparison(runs: &[Map<String, Value>]) -> Option<Value> {
 
 /// The main run and the earlier ping run with the other idle policy of the peer
 /// (spin-then-sleep, or events, versus busy-poll), side by side with their round-trip ratios
-/// (`…_ratio_POLICY_over_busy_poll`) and the ratio of the peer's CPU time per message.
+/// (`…_ratio_POLICY_over_busy_poll`) and the ratio of the peer's CPU time per message. Ping
+/// runs with a third policy (`events-only`: events without the spin, next to the hybrid
+/// `events` and pure polling) are added the same way and listed in `also_compared`.
 fn idle_comparison(runs: &[Map<String, Value>]) -> Option<Value> {
     let main = runs.last()?;
     let other = runs.iter().find(|run| {
@@ -203,14 +205,35 @@ fn idle_comparison(runs: &[Map<String, Value>]) -> Option<Value> {
     } else {
         (main, other)
     };
-    let name = format!("{}_over_busy_poll", text(waiting, "idle_policy"));
-    rtt_ratios(waiting, busy, &name, &mut comparison);
-    if let (Some(a), Some(b)) = (cpu_us_per_message(waiting), cpu_us_per_message(busy)) {
-        if b > 0.0 {
-            comparison.insert(format!("cpu_per_message_ratio_{name}"), json!(a / b));
+    let compare = |waiting: &Map<String, Value>, comparison: &mut Map<String, Value>| {
+        let name = format!(
+            "{}_over_busy_poll",
+            text(waiting, "idle_policy").replace('-', "_")
+        );
+        rtt_ratios(waiting, busy, &name, comparison);
+        if let (Some(a), Some(b)) = (cpu_us_per_message(waiting), cpu_us_per_message(busy)) {
+            if b > 0.0 {
+                comparison.insert(format!("cpu_per_message_ratio_{name}"), json!(a / b));
+            }
+        }
+        name
+    };
+    let name = compare(waiting, &mut comparison);
+    comparison.insert("compared".into(), json!(name));
+    if text(busy, "idle_policy") == "busy-poll" {
+        let mut also = Vec::new();
+        for run in runs.iter().filter(|run| text(run, "mode") == "ping") {
+            let policy = text(run, "idle_policy");
+            if comparison.contains_key(policy) || policy == "-" {
+                continue;
+            }
+            comparison.insert(policy.to_string(), run_summary(run));
+            also.push(json!(compare(run, &mut comparison)));
+        }
+        if !also.is_empty() {
+            comparison.insert("also_compared".into(), Value::Array(also));
         }
     }
-    comparison.insert("compared".into(), json!(name));
     Some(Value::Object(comparison))
 }
 
@@ -336,27 +359,35 @@ pub fn finish(
         println!("{line}");
     }
     if let Some(comparison) = report.get("idle_comparison").and_then(Value::as_object) {
-        let name = comparison
+        let main_name = comparison
             .get("compared")
             .and_then(Value::as_str)
             .unwrap_or("sleep_over_busy_poll");
-        let mut line = format!(
-            "  peer idle policy, round-trip ratio {}:",
-            name.replacen("_over_", " / ", 1).replace('_', "-")
-        );
-        for key in ["p50", "p99", "mean"] {
-            let ratio = comparison.get(&format!("{key}_ratio_{name}"));
-            if let Some(ratio) = ratio.and_then(Value::as_f64) {
-                line += &format!(" {key} {ratio:.2}");
+        let also = comparison
+            .get("also_compared")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str);
+        for name in std::iter::once(main_name).chain(also) {
+            let mut line = format!(
+                "  peer idle policy, round-trip ratio {}:",
+                name.replacen("_over_", " / ", 1).replace('_', "-")
+            );
+            for key in ["p50", "p99", "mean"] {
+                let ratio = comparison.get(&format!("{key}_ratio_{name}"));
+                if let Some(ratio) = ratio.and_then(Value::as_f64) {
+                    line += &format!(" {key} {ratio:.2}");
+                }
             }
+            if let Some(ratio) = comparison
+                .get(&format!("cpu_per_message_ratio_{name}"))
+                .and_then(Value::as_f64)
+            {
+                line += &format!("; peer CPU per message {ratio:.2}");
+            }
+            println!("{line}");
         }
-        if let Some(ratio) = comparison
-            .get(&format!("cpu_per_message_ratio_{name}"))
-            .and_then(Value::as_f64)
-        {
-            line += &format!("; peer CPU per message {ratio:.2}");
-        }
-        println!("{line}");
         for run in runs.iter().filter(|run| text(run, "mode") == "ping") {
             if let Some(per_message) = cpu_us_per_message(run) {
                 println!(
@@ -662,5 +693,36 @@ mod tests {
         assert!(comparison.get("sleep").is_some() && comparison.get("busy-poll").is_some());
         let single = json!({"mode": "ping", "idle_policy": "sleep"});
         assert!(idle_comparison(&[run(single)]).is_none());
+    }
+
+    #[test]
+    fn pure_polling_pure_events_and_the_hybrid_are_compared() {
+        let busy = json!({"mode": "ping", "idle_policy": "busy-poll",
+                          "rtt": {"p50": 100.0, "p99": 200.0, "mean": 100.0},
+                          "cpu_seconds": 2.0, "messages_sent": 10});
+        let only = json!({"mode": "ping", "idle_policy": "events-only",
+                          "rtt": {"p50": 300.0, "p99": 400.0, "mean": 300.0},
+                          "cpu_seconds": 0.5, "messages_sent": 10});
+        let hybrid = json!({"mode": "ping", "idle_policy": "events",
+                            "rtt": {"p50": 120.0, "p99": 200.0, "mean": 110.0},
+                            "cpu_seconds": 1.0, "messages_sent": 10});
+        let comparison = idle_comparison(&[run(busy), run(only), run(hybrid)]).expect("compared");
+        assert_eq!(comparison["compared"], json!("events_over_busy_poll"));
+        assert_eq!(comparison["p50_ratio_events_over_busy_poll"], json!(1.2));
+        assert_eq!(
+            comparison["also_compared"],
+            json!(["events_only_over_busy_poll"])
+        );
+        assert_eq!(
+            comparison["p50_ratio_events_only_over_busy_poll"],
+            json!(3.0)
+        );
+        assert_eq!(
+            comparison["cpu_per_message_ratio_events_only_over_busy_poll"],
+            json!(0.25)
+        );
+        for policy in ["busy-poll", "events-only", "events"] {
+            assert!(comparison.get(policy).is_some(), "{policy}");
+        }
     }
 }

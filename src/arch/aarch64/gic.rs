@@ -1,5 +1,6 @@
-//! GIC driver (GICv3 with the system-register CPU interface, GICv2 memory-mapped) for one PPI
-//! on the boot CPU, and the IRQ dispatch `exception.rs` calls.
+//! GIC driver (GICv3 with the system-register CPU interface, GICv2 memory-mapped) for the
+//! boot CPU's PPIs (the Xen upcall, then the virtual timer's), and the IRQ dispatch
+//! `exception.rs` calls.
 //!
 //! The frames come from the device tree ([`sramlink::devicetree::GicFrames`]), never from
 //! constants;
@@ -35,6 +36,10 @@ pub enum GicError {
     Stuck(&'static str),
     /// Only PPIs (16-31) are supported.
     NotPpi(u32),
+    /// [`enable_ppi`] before [`init`].
+    NotStarted,
+    /// [`enable_ppi`] for a PPI that already has a handler, or a second time.
+    Taken(u32),
 }
 
 impl fmt::Display for GicError {
@@ -46,6 +51,8 @@ impl fmt::Display for GicError {
             ),
             GicError::Stuck(what) => write!(f, "gic: {what} did not settle"),
             GicError::NotPpi(intid) => write!(f, "gic: interrupt {intid} is not a PPI"),
+            GicError::NotStarted => f.write_str("gic: not set up (no Xen events)"),
+            GicError::Taken(intid) => write!(f, "gic: interrupt {intid} already has a handler"),
         }
     }
 }
@@ -58,9 +65,45 @@ enum Interface {
     V3,
 }
 
-/// The GIC and the one interrupt it delivers.
+/// Where a PPI is given its priority and enabled (banked per CPU).
+enum Enabler {
+    /// GICv2: the distributor's banked SGI/PPI registers.
+    V2(&'static Distributor),
+    /// GICv3: this CPU's redistributor SGI frame.
+    V3(&'static RedistributorSgi),
+}
+
+impl Enabler {
+    /// Gives PPI `intid` (checked: 16..32) its priority, then enables it.
+    fn enable(&self, intid: u32) {
+        let (bit_index, bit) = bit_position(intid);
+        match self {
+            // Xen's vGICv2 has group 0 only (signalled as IRQ: no security extensions, FIQ
+            // bypass off).
+            Enabler::V2(distributor) => {
+                distributor.ipriorityr[intid as usize].set(sramlink::gic::UPCALL_PRIORITY);
+                distributor.isenabler[bit_index].set(bit);
+            }
+            // Group 1 (the only group a Non-secure guest has), then priority, then enable.
+            Enabler::V3(sgi) => {
+                sgi.igroupr0.set(sgi.igroupr0.get() | bit);
+                sgi.ipriorityr[intid as usize].set(sramlink::gic::UPCALL_PRIORITY);
+                sgi.isenabler0.set(bit);
+            }
+        }
+    }
+}
+
+/// The GIC and the interrupt `init` set it up for.
 struct Driver {
     interface: Interface,
+    enabler: Enabler,
+    intid: u32,
+    handler: fn(),
+}
+
+/// A second PPI and its handler ([`enable_ppi`]).
+struct Extra {
     intid: u32,
     handler: fn(),
 }
@@ -73,6 +116,7 @@ unsafe impl Send for Driver {}
 unsafe impl Sync for Driver {}
 
 static DRIVER: Once<Driver> = Once::new();
+static EXTRA: Once<Extra> = Once::new();
 
 /// A register block at a physical (= virtual) address.
 ///
@@ -106,8 +150,7 @@ pub unsafe fn init(frames: &GicFrames, intid: u32, handler: fn()) -> Result<(), 
     if !(16..32).contains(&intid) {
         return Err(GicError::NotPpi(intid));
     }
-    let (bit_index, bit) = bit_position(intid);
-    let interface = match *frames {
+    let (interface, enabler) = match *frames {
         GicFrames::V2 {
             distributor,
             cpu_interface,
@@ -116,10 +159,9 @@ pub unsafe fn init(frames: &GicFrames, intid: u32, handler: fn()) -> Result<(), 
             let distributor: &'static Distributor = unsafe { registers(distributor.start()) };
             // SAFETY: this function's contract.
             let cpu: &'static CpuInterface = unsafe { registers(cpu_interface.start()) };
-            // Banked per-CPU registers for SGIs/PPIs; Xen's vGICv2 has group 0 only (signalled
-            // as IRQ: no security extensions, FIQ bypass off).
-            distributor.ipriorityr[intid as usize].set(sramlink::gic::UPCALL_PRIORITY);
-            distributor.isenabler[bit_index].set(bit);
+            // Banked per-CPU registers for SGIs/PPIs.
+            let enabler = Enabler::V2(distributor);
+            enabler.enable(intid);
             distributor
                 .ctlr
                 .modify(GICD_CTLR::ENABLE_GRP0::SET + GICD_CTLR::ENABLE_GRP1::SET);
@@ -127,7 +169,7 @@ pub unsafe fn init(frames: &GicFrames, intid: u32, handler: fn()) -> Result<(), 
             cpu.bpr.set(0);
             cpu.ctlr
                 .modify(GICC_CTLR::ENABLE_GRP0::SET + GICC_CTLR::ENABLE_GRP1::SET);
-            Interface::V2(cpu)
+            (Interface::V2(cpu), enabler)
         }
         GicFrames::V3 {
             distributor,
@@ -140,10 +182,8 @@ pub unsafe fn init(frames: &GicFrames, intid: u32, handler: fn()) -> Result<(), 
                 .ctlr
                 .modify(GICD_CTLR::ARE::SET + GICD_CTLR::ENABLE_GRP1::SET);
             settle("GICD_CTLR.RWP", || distributor.ctlr.is_set(GICD_CTLR::RWP))?;
-            // Group 1 (the only group a Non-secure guest has), then priority, then enable.
-            sgi.igroupr0.set(sgi.igroupr0.get() | bit);
-            sgi.ipriorityr[intid as usize].set(sramlink::gic::UPCALL_PRIORITY);
-            sgi.isenabler0.set(bit);
+            let enabler = Enabler::V3(sgi);
+            enabler.enable(intid);
             // The GICv3 CPU interface in system registers (ICC_SRE_EL1.SRE selects them; Xen and
             // QEMU provide them, the tree says GICv3); each write affects only interrupt
             // delivery to this CPU, and is synchronised by the `isb` after it.
@@ -162,14 +202,31 @@ pub unsafe fn init(frames: &GicFrames, intid: u32, handler: fn()) -> Result<(), 
                 core::arch::asm!("msr icc_bpr1_el1, xzr", "msr icc_igrpen1_el1, {v}", v = in(reg) 1u64, options(nostack, nomem));
             }
             barrier::isb(barrier::SY);
-            Interface::V3
+            (Interface::V3, enabler)
         }
     };
     DRIVER.call_once(|| Driver {
         interface,
+        enabler,
         intid,
         handler,
     });
+    Ok(())
+}
+
+/// Has the GIC [`init`] set up also deliver PPI `intid` to this CPU, calling `handler` for each
+/// of its occurrences (from the IRQ vector, interrupts masked). One such PPI at most.
+pub fn enable_ppi(intid: u32, handler: fn()) -> Result<(), GicError> {
+    if !(16..32).contains(&intid) {
+        return Err(GicError::NotPpi(intid));
+    }
+    let driver = DRIVER.get().ok_or(GicError::NotStarted)?;
+    if intid == driver.intid || EXTRA.is_completed() {
+        return Err(GicError::Taken(intid));
+    }
+    // The handler is in place before the interrupt can be delivered.
+    EXTRA.call_once(|| Extra { intid, handler });
+    driver.enabler.enable(intid);
     Ok(())
 }
 
@@ -223,6 +280,10 @@ pub fn handle_irq() -> bool {
         }
         if number == driver.intid {
             (driver.handler)();
+        } else if let Some(extra) = EXTRA.get()
+            && number == extra.intid
+        {
+            (extra.handler)();
         }
         // Completes the handler's memory accesses before the end of interrupt lets another
         // occurrence in (SY: the GIC is outside the inner-shareable domain).

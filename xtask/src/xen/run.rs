@@ -353,6 +353,12 @@ pub(super) fn run_good(
             "sramlink: events: Xen",
             GUEST_BANNER_TIMEOUT,
         )?;
+        seen_or_expect(
+            &mut qemu,
+            "guest bounds its irq sleeps with the virtual timer",
+            "sramlink: irq sleeps end within",
+            GUEST_BANNER_TIMEOUT,
+        )?;
     }
     seen_or_expect(
         &mut qemu,
