@@ -167,6 +167,9 @@ struct TestArgs {
     /// Skip every QEMU run (host checks only).
     #[arg(long)]
     no_qemu: bool,
+    /// Run only the checks whose names contain this string (repeatable; for development).
+    #[arg(long, value_name = "TEXT")]
+    only: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -180,7 +183,7 @@ fn main() -> ExitCode {
                 println!("dom0 peer   : {}", built.peer_aarch64.display());
             }),
         Command::Demo(args) => toolchain::ensure().and_then(|()| demo(args)),
-        Command::Test(args) => test::run(!args.no_qemu, !args.no_qemu && !args.no_xen),
+        Command::Test(args) => test::run(!args.no_qemu, !args.no_qemu && !args.no_xen, args.only),
         Command::Bench { quick } => bench::run(quick),
         Command::Fuzz { seconds } => fuzz::run(seconds),
     });

@@ -2,7 +2,19 @@
 
 use crate::{artifacts, bare, deps, paths, toolchain, xen};
 use anyhow::{Result, bail};
+use std::sync::OnceLock;
 use std::time::Instant;
+
+/// `--only` filters: when set, only checks whose names contain one of them run.
+static ONLY: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Whether the check called `name` runs under the `--only` filters.
+fn selected(name: &str) -> bool {
+    match ONLY.get() {
+        Some(only) if !only.is_empty() => only.iter().any(|part| name.contains(part.as_str())),
+        _ => true,
+    }
+}
 
 /// A named system test, run when called.
 pub type SystemTest<'a> = (String, Box<dyn FnOnce() -> Result<()> + 'a>);
@@ -16,6 +28,13 @@ struct Outcome {
 
 /// Runs a check, timing it and printing its verdict as it ends.
 fn check(outcomes: &mut Vec<Outcome>, name: &str, body: impl FnOnce() -> Result<()>) {
+    if selected(name) {
+        always(outcomes, name, body);
+    }
+}
+
+/// [`check`] whatever the `--only` filters say (the steps other checks need).
+fn always(outcomes: &mut Vec<Outcome>, name: &str, body: impl FnOnce() -> Result<()>) {
     println!("==> {name}");
     let started = Instant::now();
     let result = body();
@@ -31,17 +50,20 @@ fn check(outcomes: &mut Vec<Outcome>, name: &str, body: impl FnOnce() -> Result<
     });
 }
 
-/// Runs everything; `qemu` adds the bare QEMU system tests, `xen` the Xen-on-QEMU runs.
-pub fn run(qemu: bool, xen: bool) -> Result<()> {
+/// Runs everything; `qemu` adds the bare QEMU system tests, `xen` the Xen-on-QEMU runs; a
+/// non-empty `only` keeps the checks whose names contain one of its strings (for development:
+/// the toolchain check and the build of the guest and peers run whenever a QEMU test does).
+pub fn run(qemu: bool, xen: bool, only: Vec<String>) -> Result<()> {
+    ONLY.set(only).expect("test::run is called once");
     let mut outcomes = Vec::new();
     let cargo = artifacts::cargo;
 
-    check(
+    always(
         &mut outcomes,
         "toolchain: AArch64 targets, rustfmt, clippy",
         toolchain::ensure,
     );
-    check(
+    always(
         &mut outcomes,
         "tools: qemu-system-aarch64, dtc",
         deps::ensure_qemu_tools,
@@ -132,7 +154,7 @@ pub fn run(qemu: bool, xen: bool) -> Result<()> {
 
     if qemu {
         let mut built = None;
-        check(&mut outcomes, "build guest Image and peers", || {
+        always(&mut outcomes, "build guest Image and peers", || {
             built = Some(artifacts::build_all()?);
             Ok(())
         });
